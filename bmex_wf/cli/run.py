@@ -1,0 +1,34 @@
+"""The ``bmex-wf`` console script: dispatch subcommands or run the BIDS App."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+#: The first positional argument is a subcommand only when it is exactly one of these.
+SUBCOMMANDS = ("models", "enhance", "demo", "train")
+
+
+def _subcommand_main(name: str):
+    if name == "models":
+        from .models import main
+    else:
+        from .bids_app import subcommand_main
+
+        return lambda argv: subcommand_main(name, argv)
+    return main
+
+
+def main(argv=None) -> int:
+    """Entry point of ``bmex-wf``; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    if argv and argv[0] in SUBCOMMANDS:
+        return _subcommand_main(argv[0])(argv[1:])
+    from .bids_app import bids_app_main
+
+    return bids_app_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""BME-X networks and inference in plain PyTorch (no Nipype import)."""
+
+from .checkpoints import CheckpointError, load_network, save_network
+from .networks import (
+    OFFICIAL_WIDTH,
+    EnhancementNetwork,
+    SkullStripNetwork,
+    build_network,
+)
+
+__all__ = [
+    "CheckpointError",
+    "EnhancementNetwork",
+    "OFFICIAL_WIDTH",
+    "SkullStripNetwork",
+    "build_network",
+    "load_network",
+    "save_network",
+]

@@ -1,0 +1,35 @@
+"""Shared test fixtures: paths to ../shared, small rule-weight models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("NIPYPE_NO_ET", "1")
+
+SHARED = Path(os.environ.get("BMEX_SHARED_DIR", Path(__file__).resolve().parents[1].parent / "shared"))
+
+
+def shared_path(*parts) -> Path:
+    """Path under ../shared, skipping the test with a reason when it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path} is absent")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return shared_path("fixtures")
+
+
+@pytest.fixture(scope="session")
+def bids_dir() -> Path:
+    return shared_path("data", "test_BIDS")
+
+
+@pytest.fixture(scope="session")
+def templates_dir() -> Path:
+    return shared_path("data", "templates")
