@@ -76,3 +76,31 @@ def test_unknown_contrast_and_group():
         enhance_entry("Month3", "FLAIR")
     with pytest.raises(ValueError, match="no T1w model for age group Fetal"):
         enhance_entry("Fetal", "T1w")
+
+
+def test_resolve_prefers_official_and_refuses_mixing(tmp_path, monkeypatch):
+    from bmex_wf.models import registry
+
+    monkeypatch.delenv("BMEX_MODELS_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    official = tmp_path / "BMEX-Month9-T1-model.pt"
+    official.write_bytes(b"x")
+    chosen = registry.resolve_enhance_model("Month9", "T1w", tmp_path)
+    assert chosen.path == official and not chosen.builtin
+    with pytest.raises(FileNotFoundError, match="BMEX-Month12-T2-model.pt.*other official models"):
+        registry.resolve_enhance_model("Month12", "T2w", tmp_path)
+
+
+def test_resolve_falls_back_to_builtin_only_without_official(tmp_path, monkeypatch):
+    from bmex_wf.models import registry
+
+    monkeypatch.delenv("BMEX_MODELS_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    fake = tmp_path / "builtin.pt"
+    fake.write_bytes(b"x")
+    monkeypatch.setattr(registry, "builtin_model_path", lambda: fake)
+    chosen = registry.resolve_enhance_model("Fetal", "T2w", tmp_path)
+    assert chosen.builtin and chosen.path == fake and chosen.entry.template == "Template-Fetal-T2w"
+    monkeypatch.setattr(registry, "builtin_model_path", lambda: None)
+    with pytest.raises(FileNotFoundError, match="no BME-X model weights found"):
+        registry.resolve_enhance_model("Fetal", "T2w", tmp_path)

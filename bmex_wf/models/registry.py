@@ -93,3 +93,53 @@ def checksum_status(entry: ModelEntry, path: Path | None) -> str:
     if not entry.sha256:
         return "not recorded"
     return "ok" if file_sha256(path) == entry.sha256 else "MISMATCH"
+
+
+#: Package-data file of the compact model trained by this project.
+BUILTIN_FILE = "bmex-builtin-enhance.pt"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """The checkpoint chosen for one image and why."""
+
+    path: Path
+    entry: ModelEntry
+    builtin: bool
+
+
+def builtin_model_path() -> Path | None:
+    """Path of the shipped built-in model, or ``None`` if this install has none."""
+    path = Path(str(resources.files("bmex_wf.data").joinpath(BUILTIN_FILE)))
+    return path if path.is_file() else None
+
+
+def official_files_present(models_dir=None) -> list[Path]:
+    """Every official enhancement checkpoint found in the search directories."""
+    found = (find_file(e.file, models_dir) for e in enhance_entries())
+    return [p for p in found if p is not None]
+
+
+def resolve_enhance_model(group: str, contrast: str, models_dir=None) -> ResolvedModel:
+    """Choose the enhancement checkpoint for ``group`` x ``contrast``.
+
+    The official file when found; the built-in model only when no official
+    enhancement file is present at all (never silently mixed with official ones).
+    """
+    entry = enhance_entry(group, contrast)
+    path = find_file(entry.file, models_dir)
+    if path is not None:
+        return ResolvedModel(path, entry, builtin=False)
+    dirs = ", ".join(str(d) for d in search_dirs(models_dir))
+    if official_files_present(models_dir):
+        raise FileNotFoundError(
+            f"{entry.file}: official model for {group} {contrast} not found in {dirs}, "
+            "although other official models are present; add it (see 'bmex-wf models')"
+        )
+    builtin = builtin_model_path()
+    if builtin is None:
+        raise FileNotFoundError(
+            f"{entry.file}: no BME-X model weights found in {dirs}, and this installation "
+            "has no built-in model; see the README section 'Model weights'"
+        )
+    return ResolvedModel(builtin, entry, builtin=True)
