@@ -21,7 +21,8 @@ def test_models_table_reports_found_and_missing(tmp_path, capsys, monkeypatch):
     assert "missing" in lines["Month24 T2w"]
     assert "2.0 MB" in lines["LifespanStrip"]
     assert "missing" in lines["LifespanStrip template"]
-    assert "3 of 17 files found." in out
+    assert "3 of 17 official files found." in out
+    assert "Built-in (all groups)" in out
     # 15 enhancement rows: fetal T2w + 7 month groups x 2 contrasts
     assert sum(line.startswith(("Month", "Fetal")) for line in out.splitlines()) == 15
 

@@ -29,6 +29,10 @@ def models_table(models_dir=None) -> list[list[str]]:
                 if (f / strip.template).is_file() and (f / strip.template_data).is_file()), None)
     rows.append(["LifespanStrip template", f"{strip.template} + {strip.template_data}",
                  "found" if tpl else "missing", "-", "-", str(tpl.parent) if tpl else "-"])
+    builtin = registry.builtin_model_path()
+    rows.append(["Built-in (all groups)", registry.BUILTIN_FILE, "found" if builtin else "missing",
+                 f"{builtin.stat().st_size / 1e6:.1f} MB" if builtin else "-", "package data",
+                 str(builtin.parent) if builtin else "-"])
     return rows
 
 
@@ -57,6 +61,13 @@ def main(argv=None) -> int:
     rows = models_table(opts.models_dir)
     dirs = ", ".join(str(d) for d in registry.search_dirs(opts.models_dir))
     sys.stdout.write(f"Searched: {dirs}\n{format_table(rows)}\n")
-    found = sum(r[2] == "found" for r in rows)
-    sys.stdout.write(f"{found} of {len(rows)} files found.\n")
+    found = sum(r[2] == "found" for r in rows[:-1])
+    sys.stdout.write(f"{found} of {len(rows) - 1} official files found.\n")
+    if registry.official_files_present(opts.models_dir):
+        pass
+    elif registry.builtin_model_path():
+        sys.stdout.write("No official enhancement weights found: the built-in compact model "
+                         "(not the published BME-X weights) will be used.\n")
+    else:
+        sys.stdout.write("No enhancement weights found at all: see the README, 'Model weights'.\n")
     return 0
