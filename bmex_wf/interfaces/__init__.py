@@ -1,0 +1,1 @@
+"""Nipype interfaces wrapping each BME-X processing step."""
