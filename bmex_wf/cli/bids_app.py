@@ -1,22 +1,415 @@
-"""Running the BIDS App (participant and group levels)."""
+"""Running the BIDS App (participant and group levels) and ``bmex-wf enhance``.
+
+Participant level: find the images with pybids, look up each age, choose each model, build one
+``init_bmex_wf`` per image inside one workflow per participant, run it with a Nipype plugin
+(``--use-plugin`` or MultiProc), then report per image what succeeded and what failed.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
 
-from .parser import get_parser
+from .. import __version__
+from .config import RunConfig
+from .parser import load_plugin_file, parse_args, parse_enhance_args
 
 LOGGER = logging.getLogger("bmex_wf.cli")
 
 
+@dataclass
+class Outcome:
+    """What happened to one image."""
+
+    image: str
+    status: str = "pending"  # "ok", "failed"
+    reason: str = ""
+
+
+# --------------------------------------------------------------------------- setup
+def _setup_logging(verbose: int) -> None:
+    level = max(logging.DEBUG, logging.INFO - 10 * verbose)
+    logging.getLogger("bmex_wf").setLevel(level)
+    logging.getLogger("nipype.workflow").setLevel(
+        logging.INFO if verbose else logging.WARNING)
+
+
+def resolve_use_gpu(device: str) -> bool:
+    """``--device`` -> ``use_gpu``, decided once; ``cpu`` never probes for a GPU."""
+    if device == "cpu":
+        return False
+    import torch
+
+    available = torch.cuda.is_available()
+    if device == "cuda" and not available:
+        LOGGER.warning("--device cuda: no CUDA device on this machine; the enhancement nodes "
+                       "will need one where they run")
+    return True if device == "cuda" else available
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def build_config(opts) -> RunConfig:
+    """Resolve command-line options into a :class:`RunConfig`."""
+    cfg = RunConfig.from_namespace(opts)
+    if getattr(opts, "loaded_run_uuid", None):
+        LOGGER.info("Options reloaded from %s (earlier run %s)", opts.config_file,
+                    opts.loaded_run_uuid)
+    cfg.work_dir = Path(opts.work_dir or Path.cwd() / "work").absolute()
+    cfg.nprocs = cfg.nprocs or _cpu_count()
+    cfg.omp_nthreads = cfg.omp_nthreads or min(8, cfg.nprocs)
+    cfg.use_gpu = resolve_use_gpu(cfg.device)
+    if cfg.use_plugin:
+        cfg.plugin, cfg.plugin_args = load_plugin_file(cfg.use_plugin)
+    else:
+        cfg.plugin, cfg.plugin_args = "MultiProc", {}
+    if cfg.plugin in ("MultiProc", "LegacyMultiProc"):
+        cfg.plugin_args.setdefault("n_procs", cfg.nprocs)
+        if cfg.mem_gb:
+            cfg.plugin_args.setdefault("memory_gb", cfg.mem_gb)
+        cfg.plugin_args.setdefault("raise_insufficient", False)
+        cfg.plugin_args.setdefault("maxtasksperchild", 1)
+    return cfg
+
+
+# --------------------------------------------------------------------------- planning
+def _enhance_model(group: str, contrast: str, models_dir):
+    """The enhancement model for an image (official, else the built-in one when shipped)."""
+    from ..models.registry import resolve_enhance_model
+
+    resolved = resolve_enhance_model(group, contrast, models_dir)
+    if resolved.builtin:
+        LOGGER.warning("NO OFFICIAL BME-X WEIGHTS FOUND: %s %s uses the built-in model %s; "
+                       "see 'bmex-wf models'", group, contrast, resolved.path)
+    return resolved
+
+
+def plan_jobs(cfg: RunConfig, outcomes: dict) -> list:
+    """One :class:`ImageJob` per image that can be processed; failures go to ``outcomes``."""
+    from ..utils.bids import (AgeError, age_from_override, find_images,
+                              find_precomputed_mask, lookup_age)
+    from ..workflows.participant import ImageJob
+
+    images = find_images(cfg.bids_dir, cfg.participant_label, cfg.session_label,
+                         cfg.bids_filters)
+    if not images:
+        raise ValueError(f"{cfg.bids_dir}: no T1w or T2w image matches the selection "
+                         "(--participant-label, --session-label, --bids-filter-file)")
+    jobs = []
+    for image in images:
+        key = str(image["path"].relative_to(cfg.bids_dir))
+        outcomes[key] = Outcome(key)
+    for image in images:
+        path = image["path"]
+        key = str(path.relative_to(cfg.bids_dir))
+        try:
+            age = (age_from_override(cfg.age_months) if cfg.age_months is not None
+                   else lookup_age(cfg.bids_dir, path))
+            mask = find_precomputed_mask(cfg.derivatives, path, image["contrast"])
+            if cfg.brain_mask_source == "precomputed" and mask is None:
+                raise ValueError(f"{path.name}: no desc-brain_mask in "
+                                 f"{', '.join(map(str, cfg.derivatives))}")
+            if cfg.brain_mask_source not in ("auto", "precomputed"):
+                mask = None
+            job = ImageJob(path=path, contrast=image["contrast"], age=age,
+                           subject=image["subject"], session=image["session"], mask=mask)
+            _enhance_model(job.group, job.contrast, cfg.models_dir)
+        except (AgeError, FileNotFoundError, ValueError) as exc:
+            outcomes[key].status, outcomes[key].reason = "failed", str(exc)
+            LOGGER.error("%s: %s", key, exc)
+            if cfg.stop_on_first_crash:
+                break
+            continue
+        LOGGER.info("%s: age %.2f months (%s), group %s, from %s", key, age.months,
+                    "fetal" if age.fetal else "postnatal", job.group, age.source)
+        jobs.append(job)
+    return jobs
+
+
+def build_workflow(cfg: RunConfig, jobs: list, outcomes: dict):
+    """Top-level workflow: one participant workflow per subject; build errors are recorded."""
+    from niworkflows.engine.workflows import LiterateWorkflow as Workflow
+
+    from ..workflows.participant import init_participant_wf, request_gpu
+
+    workflow = Workflow(name="bmex_wf", base_dir=str(cfg.work_dir))
+    by_subject = defaultdict(list)
+    for job in jobs:
+        by_subject[job.subject].append(job)
+    settings = dict(output_dir=cfg.output_dir, bids_dir=cfg.bids_dir, models_dir=cfg.models_dir,
+                    mask_source=cfg.brain_mask_source, use_gpu=cfg.use_gpu,
+                    omp_nthreads=cfg.omp_nthreads, tiling=cfg.tiling, precision=cfg.precision)
+    built = []
+    for subject, sub_jobs in by_subject.items():
+        try:
+            workflow.add_nodes([init_participant_wf(subject=subject, jobs=sub_jobs, **settings)])
+            built += sub_jobs
+            continue
+        except (ValueError, FileNotFoundError, OSError):
+            LOGGER.debug("sub-%s: building image by image to find the failing one", subject)
+        kept = []
+        for job in sub_jobs:  # one bad image must not sink the subject's other images
+            try:
+                init_participant_wf(subject=subject, jobs=[job], **settings)
+                kept.append(job)
+            except (ValueError, FileNotFoundError, OSError) as exc:
+                key = str(job.path.relative_to(cfg.bids_dir))
+                outcomes[key].status, outcomes[key].reason = "failed", str(exc)
+                LOGGER.error("%s: cannot build its workflow: %s", key, exc)
+        if kept:
+            workflow.add_nodes([init_participant_wf(subject=subject, jobs=kept, **settings)])
+            built += kept
+    if cfg.device == "cuda":
+        request_gpu(workflow)
+    return workflow, built
+
+
+# --------------------------------------------------------------------------- execution
+def _configure(workflow, cfg: RunConfig, logs_dir: Path) -> None:
+    from nipype import config as ncfg
+
+    execution = {
+        "crashdump_dir": str(logs_dir), "crashfile_format": "txt",
+        "stop_on_first_crash": cfg.stop_on_first_crash, "remove_unnecessary_outputs": False,
+        "write_provenance": cfg.write_provenance, "parameterize_dirs": False,
+        "get_linked_libs": False,
+    }
+    workflow.config["execution"].update(execution)
+    if cfg.resource_monitor:
+        ncfg.enable_resource_monitor()
+        workflow.config.setdefault("monitoring", {}).update(
+            {"enabled": True, "sample_frequency": "0.5", "summary_append": True})
+
+
+def citation_text(workflow) -> str:
+    """``CITATION.md`` text from the workflow boilerplate (``__desc__`` of every level)."""
+    body = workflow.visit_desc().strip()
+    head = (f"Results included in this manuscript come from enhancement performed using "
+            f"*bmex-wf* {__version__}, which is based on *Nipype* [@nipype1].")
+    return f"{head}\n\n{body}\n" if body else head + "\n"
+
+
+_NIPYPE_BIB = """@article{nipype1,
+  author = {Gorgolewski, K. and Burns, C. D. and Madison, C. and Clark, D. and Halchenko, Y. O. and Waskom, M. L. and Ghosh, S.},
+  title = {Nipype: a flexible, lightweight and extensible neuroimaging data processing framework in Python},
+  journal = {Frontiers in Neuroinformatics},
+  volume = {5},
+  pages = {13},
+  year = {2011},
+  doi = {10.3389/fninf.2011.00013}
+}"""
+
+
+def _bibtex() -> str:
+    from importlib import resources
+
+    extra = resources.files("bmex_wf.data").joinpath("boilerplate.bib")
+    return _NIPYPE_BIB + ("\n\n" + extra.read_text() if extra.is_file() else "")
+
+
+def _crash_reason(logs_dir: Path, since: float, job_name: str) -> str:
+    """Node and last line of the newest crash file of this run naming ``job_name``."""
+    for crash in sorted(logs_dir.glob("crash-*.txt"), key=lambda p: p.stat().st_mtime,
+                        reverse=True):
+        if crash.stat().st_mtime < since:
+            continue
+        text = crash.read_text(errors="replace")
+        if job_name not in text:
+            continue
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        node = next((line.split(":", 1)[1].strip() for line in lines
+                     if line.startswith("Node:")), "?")
+        return f"node {node}: {lines[-1] if lines else 'see crash file'} (see {crash.name})"
+    return "did not complete (see the log and the crash files in logs/)"
+
+
+def _collect(cfg: RunConfig, jobs: list, outcomes: dict, since: float, logs_dir: Path) -> None:
+    from ..utils.derivatives import derivative_folder, derivative_names
+
+    for job in jobs:
+        key = str(job.path.relative_to(cfg.bids_dir)) if cfg.bids_dir else job.path.name
+        folder = derivative_folder(cfg.output_dir, job.path, cfg.bids_dir)
+        names = derivative_names(job.path.name, job.contrast)
+        done = all((folder / n).is_file() and (folder / n).stat().st_mtime >= since - 1
+                   for n in names.values())
+        if done:
+            outcomes[key].status = "ok"
+        else:
+            outcomes[key].status = "failed"
+            outcomes[key].reason = _crash_reason(logs_dir, since, job.name)
+
+
+def _summary(outcomes: dict) -> int:
+    failed = [o for o in outcomes.values() if o.status != "ok"]
+    LOGGER.info("Summary: %d of %d images processed successfully.",
+                len(outcomes) - len(failed), len(outcomes))
+    for outcome in outcomes.values():
+        if outcome.status == "ok":
+            LOGGER.info("  OK      %s", outcome.image)
+        else:
+            LOGGER.error("  FAILED  %s: %s", outcome.image,
+                         outcome.reason or "not run (stopped by --stop-on-first-crash)")
+    return 1 if failed or not outcomes else 0
+
+
+def _write_summary(logs_dir: Path, run_uuid: str, outcomes: dict) -> Path:
+    from ..utils.derivatives import atomic_write_text
+
+    rows = ["image\tstatus\treason"] + [
+        f"{o.image}\t{o.status}\t{o.reason.replace(chr(9), ' ').replace(chr(10), ' ')}"
+        for o in outcomes.values()]
+    return atomic_write_text(logs_dir / f"summary-{run_uuid}.tsv", "\n".join(rows) + "\n")
+
+
+def run_reports(cfg: RunConfig) -> int:
+    """Hook for the visual reports: ``bmex_wf.reports.run_reports(output_dir, work_dir,
+    analysis_level, run_uuid)`` when that module provides it."""
+    try:
+        from ..reports import run_reports as _run  # type: ignore[attr-defined]
+    except ImportError:
+        LOGGER.info("Visual reports are produced by the bmex_wf.reports module, which is not "
+                    "available in this installation; skipped.")
+        return 0
+    return int(_run(cfg.output_dir, cfg.work_dir, cfg.analysis_level, cfg.run_uuid) or 0)
+
+
+def run_workflow(workflow, cfg: RunConfig) -> None:
+    """Run with the configured plugin; Nipype errors are logged, never raised."""
+    LOGGER.info("Running with plugin %s %s", cfg.plugin, cfg.plugin_args)
+    try:
+        workflow.run(plugin=cfg.plugin, plugin_args=dict(cfg.plugin_args))
+    except Exception as exc:  # noqa: BLE001 - per-image results are collected afterwards
+        LOGGER.error("The workflow did not finish cleanly: %s", str(exc).splitlines()[0]
+                     if str(exc) else type(exc).__name__)
+
+
+def run_participant(cfg: RunConfig) -> int:
+    """Participant level; returns the exit code (0 only if every image succeeded)."""
+    from ..utils.bids import validation_warnings
+    from ..utils.derivatives import write_citation, write_dataset_files
+
+    if cfg.clean_workdir and cfg.work_dir.exists():
+        LOGGER.info("Emptying the work directory %s", cfg.work_dir)
+        shutil.rmtree(cfg.work_dir)
+    logs_dir = cfg.output_dir / "logs"
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    LOGGER.info("Run %s: configuration written to %s", cfg.run_uuid, cfg.write())
+    cfg.write(logs_dir / f"config-{cfg.run_uuid}.toml")
+    write_dataset_files(cfg.output_dir, cfg.bids_dir)
+    if cfg.reports_only:
+        return run_reports(cfg)
+    if not cfg.skip_bids_validation:
+        for problem in validation_warnings(cfg.bids_dir):
+            LOGGER.warning("BIDS validation: %s", problem)
+    outcomes: dict[str, Outcome] = {}
+    try:
+        jobs = plan_jobs(cfg, outcomes)
+    except ValueError as exc:
+        LOGGER.error("%s", exc)
+        return 1
+    if cfg.stop_on_first_crash and any(o.status == "failed" for o in outcomes.values()):
+        return _summary(outcomes)
+    workflow, jobs = build_workflow(cfg, jobs, outcomes)
+    write_citation(cfg.output_dir, citation_text(workflow), _bibtex())
+    if cfg.boilerplate_only:
+        LOGGER.info("Boilerplate written to %s", logs_dir / "CITATION.md")
+        return 0
+    if cfg.write_graph:
+        _write_graph(workflow)
+    if jobs and not (cfg.stop_on_first_crash and any(
+            o.status == "failed" for o in outcomes.values())):
+        _configure(workflow, cfg, logs_dir)
+        start = time.time()
+        run_workflow(workflow, cfg)
+        _collect(cfg, jobs, outcomes, start, logs_dir)
+        run_reports(cfg)
+    _write_summary(logs_dir, cfg.run_uuid, outcomes)
+    return _summary(outcomes)
+
+
+def _write_graph(workflow) -> None:
+    try:
+        workflow.write_graph(graph2use="colored", format="svg", simple_form=True)
+    except Exception as exc:  # noqa: BLE001 - Graphviz is optional
+        LOGGER.warning("--write-graph: could not write the graph (%s)", exc)
+
+
 def bids_app_main(argv) -> int:
-    """Parse BIDS App arguments and run the requested level."""
-    opts = get_parser().parse_args(argv)
-    LOGGER.error("Processing of %s is not available in this version yet.", opts.bids_dir)
-    return 1
+    """Parse BIDS App arguments and run the requested level; returns the exit code."""
+    opts = parse_args(argv)
+    _setup_logging(opts.verbose)
+    cfg = build_config(opts)
+    if cfg.analysis_level == "group":
+        cfg.output_dir.mkdir(parents=True, exist_ok=True)
+        return run_reports(cfg)
+    return run_participant(cfg)
+
+
+# --------------------------------------------------------------------------- enhance
+def enhance_main(argv) -> int:
+    """``bmex-wf enhance IN OUT_DIR --age-months N``: one image outside BIDS."""
+    from niworkflows.engine.workflows import LiterateWorkflow as Workflow
+
+    from ..utils.bids import age_from_override
+    from ..utils.derivatives import write_citation
+    from ..workflows.participant import ImageJob, init_image_wf
+
+    opts = parse_enhance_args(argv)
+    _setup_logging(opts.verbose)
+    opts.work_dir = opts.work_dir or opts.output_dir / "work"
+    for key in ("participant_label", "session_label", "derivatives"):
+        setattr(opts, key, None)
+    cfg = RunConfig(bids_dir=None, output_dir=opts.output_dir, work_dir=opts.work_dir,
+                    models_dir=opts.models_dir, device=opts.device, precision=opts.precision,
+                    tiling=opts.tiling, brain_mask_source=opts.brain_mask_source,
+                    age_months=opts.age_months, nprocs=opts.nprocs,
+                    omp_nthreads=opts.omp_nthreads, mem_gb=opts.mem_gb)
+    cfg.nprocs = cfg.nprocs or _cpu_count()
+    cfg.omp_nthreads = cfg.omp_nthreads or min(8, cfg.nprocs)
+    cfg.use_gpu = resolve_use_gpu(cfg.device)
+    cfg.plugin_args = {"n_procs": cfg.nprocs, "raise_insufficient": False}
+    if cfg.mem_gb:
+        cfg.plugin_args["memory_gb"] = cfg.mem_gb
+    key = opts.in_file.name
+    outcomes = {key: Outcome(key)}
+    try:
+        job = ImageJob(path=opts.in_file, contrast=opts.contrast,
+                       age=age_from_override(opts.age_months), mask=opts.mask)
+        _enhance_model(job.group, job.contrast, cfg.models_dir)
+        workflow = Workflow(name="bmex_enhance", base_dir=str(cfg.work_dir))
+        workflow.add_nodes([init_image_wf(
+            job=job, output_dir=cfg.output_dir, models_dir=cfg.models_dir,
+            mask_source=cfg.brain_mask_source, use_gpu=cfg.use_gpu,
+            omp_nthreads=cfg.omp_nthreads, tiling=cfg.tiling, precision=cfg.precision)])
+    except (FileNotFoundError, ValueError) as exc:
+        outcomes[key].status, outcomes[key].reason = "failed", str(exc)
+        return _summary(outcomes)
+    logs_dir = cfg.output_dir / "logs"
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    cfg.write()
+    write_citation(cfg.output_dir, citation_text(workflow), _bibtex())
+    _configure(workflow, cfg, logs_dir)
+    start = time.time()
+    run_workflow(workflow, cfg)
+    _collect(cfg, [job], outcomes, start, logs_dir)
+    return _summary(outcomes)
 
 
 def subcommand_main(name: str, argv) -> int:
-    """Subcommands that are not available yet."""
+    """Subcommands other than ``models``: ``enhance`` here; ``demo``/``train`` when present."""
+    if name == "enhance":
+        return enhance_main(argv)
     LOGGER.error("'bmex-wf %s' is not available in this version yet.", name)
     return 1

@@ -354,8 +354,8 @@ def find_images(bids_dir, participant_label=None, session_label=None, bids_filte
 
 
 def validation_warnings(bids_dir, layout=None) -> list[str]:
-    """Files that are not BIDS-valid and the dataset's declared version, as warnings."""
-    from bids.layout.validation import BIDSValidator
+    """Problems of the input dataset (missing description, non-BIDS files), as warnings."""
+    from bids import BIDSValidator
 
     bids_dir = Path(bids_dir)
     warnings = []

@@ -1,0 +1,137 @@
+"""Participant-level workflow: one ``init_bmex_wf`` per image, each followed by a sink."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from nipype.pipeline import engine as pe
+from niworkflows.engine.workflows import LiterateWorkflow as Workflow
+
+from ..interfaces.bids import BMEXDerivativesSink
+from ..utils.age import age_group
+from ..utils.bids import AgeInfo
+
+#: Outputnode fields of ``init_bmex_wf`` written by the sink (same names on both sides).
+SINK_FIELDS = ("enhanced", "enhanced_brain", "brain_mask", "dseg", "probsegs", "qi",
+               "age_group", "model_file", "qc")
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One image to process and what is known about it before the workflow runs.
+
+    Attributes
+    ----------
+    path : Path
+        The input image.
+    contrast : str
+        ``T1w`` or ``T2w``.
+    age : AgeInfo
+        Age at scan and its source.
+    subject, session : str or None
+        BIDS labels (``None`` outside a dataset).
+    mask : Path or None
+        A precomputed brain mask for this image.
+    """
+
+    path: Path
+    contrast: str
+    age: AgeInfo
+    subject: str | None = None
+    session: str | None = None
+    mask: Path | None = None
+
+    @property
+    def name(self) -> str:
+        """Identifier usable as a Nipype workflow name, unique per input file."""
+        stem = re.sub(r"\.nii(\.gz)?$", "", Path(self.path).name)
+        return re.sub(r"\W", "_", stem)
+
+    @property
+    def group(self) -> str:
+        """Age group of the model that serves this image."""
+        return age_group(self.age.workflow_months)
+
+    def metadata(self) -> dict:
+        """Age entries of the sidecars."""
+        return {"AgeMonths": round(self.age.months, 2), "AgeSource": self.age.source,
+                "Fetal": self.age.fetal, "AgeGroup": self.group}
+
+
+def request_gpu(workflow, sbatch_args: str = "--gres=gpu:1") -> list[str]:
+    """Ask cluster plugins for a GPU for every node whose ``use_gpu`` input is on.
+
+    Returns the names of the nodes changed. MultiProc counts these nodes against
+    ``n_gpu_procs`` by itself; SLURM/SLURMGraph read ``plugin_args['sbatch_args']``.
+    """
+    changed = []
+    for node in workflow._get_all_nodes():
+        if getattr(node.inputs, "use_gpu", False) is True:
+            args = dict(node.plugin_args or {})
+            args["sbatch_args"] = f"{args.get('sbatch_args', '')} {sbatch_args}".strip()
+            args.setdefault("overwrite", False)
+            node.plugin_args = args
+            changed.append(node.fullname)
+    return changed
+
+
+def init_image_wf(*, job: ImageJob, output_dir: Path, bids_dir: Path | None = None,
+                  models_dir: Path | None = None, mask_source: str = "auto",
+                  use_gpu: bool = False, omp_nthreads: int = 1, tiling: str = "fast",
+                  precision: str = "auto", name: str | None = None) -> Workflow:
+    """``init_bmex_wf`` for one image, its inputs set and its outputs sunk to ``output_dir``."""
+    from .base import init_bmex_wf
+
+    workflow = Workflow(name=name or f"{job.name}_wf")
+    bmex_wf = init_bmex_wf(
+        age_months=job.age.workflow_months, contrast=job.contrast,
+        models_dir=str(models_dir) if models_dir else None,
+        mask_source="precomputed" if job.mask else mask_source, use_gpu=use_gpu,
+        omp_nthreads=omp_nthreads, tiling=tiling, precision=precision, name="bmex_wf")
+    bmex_wf.inputs.inputnode.in_file = str(job.path)
+    if job.mask:
+        bmex_wf.inputs.inputnode.in_mask = str(job.mask)
+    sink = pe.Node(BMEXDerivativesSink(output_dir=str(output_dir), source_file=str(job.path),
+                                       contrast=job.contrast, metadata=job.metadata()),
+                   name="ds_outputs", run_without_submitting=True)
+    if bids_dir is not None:
+        sink.inputs.bids_dir = str(bids_dir)
+    workflow.connect([(bmex_wf, sink, [(f"outputnode.{f}", f) for f in SINK_FIELDS])])
+    return workflow
+
+
+def init_participant_wf(*, subject: str, jobs: list[ImageJob], output_dir: Path,
+                        bids_dir: Path | None = None, models_dir: Path | None = None,
+                        mask_source: str = "auto", use_gpu: bool = False,
+                        omp_nthreads: int = 1, tiling: str = "fast", precision: str = "auto",
+                        name: str | None = None) -> Workflow:
+    """Workflow of one participant: every image of ``jobs`` enhanced and sunk.
+
+    Parameters
+    ----------
+    subject : str
+        Subject label (names the workflow).
+    jobs : list of ImageJob
+        The subject's images.
+    output_dir : Path
+        Root of the derivatives dataset.
+    bids_dir : Path, optional
+        Root of the input dataset (outputs mirror its layout).
+    models_dir, mask_source, use_gpu, omp_nthreads, tiling, precision
+        Passed to ``init_bmex_wf``.
+
+    Returns
+    -------
+    LiterateWorkflow
+        One sub-workflow per image, named after the image, no inputs or outputs.
+    """
+    label = re.sub(r"\W", "_", subject)
+    workflow = Workflow(name=name or f"sub_{label}_wf")
+    for job in jobs:
+        workflow.add_nodes([init_image_wf(
+            job=job, output_dir=output_dir, bids_dir=bids_dir, models_dir=models_dir,
+            mask_source=mask_source, use_gpu=use_gpu, omp_nthreads=omp_nthreads,
+            tiling=tiling, precision=precision)])
+    return workflow

@@ -1,0 +1,286 @@
+"""The participant-level BIDS App and ``bmex-wf enhance``.
+
+Orchestration (discovery, ages, plugins, failure isolation, crash files, exit codes, summary,
+config.toml) is tested with a stand-in for ``init_bmex_wf`` on a small synthetic dataset; the
+real workflow runs end to end on two subjects of the shared dataset with small rule-weight
+networks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+import pytest
+
+from bmex_wf.cli import bids_app
+from bmex_wf.cli.run import main as cli_main
+from bmex_wf.utils.derivatives import OUTPUT_KEYS, derivative_names
+
+
+# --------------------------------------------------------------------------- stand-in workflow
+def _fake_outputs(in_file, contrast, fail_on):
+    """Copy the input into every output; fail for files named like ``fail_on``."""
+    import json
+    import os
+
+    import nibabel as nb
+    import numpy as np
+
+    if fail_on and fail_on in os.path.basename(in_file):
+        raise RuntimeError(f"synthetic failure for {os.path.basename(in_file)}")
+    img = nb.load(in_file)
+    data = np.asarray(img.dataobj, dtype="float32")
+    outs = []
+    for name in ("enh", "brain", "mask", "dseg", "csf", "gm", "wm"):
+        path = os.path.abspath(f"{name}.nii.gz")
+        nb.Nifti1Image(data, img.affine).to_filename(path)
+        outs.append(path)
+    qc = os.path.abspath("qc.json")
+    with open(qc, "w") as handle:
+        json.dump({"QI": 1.0, "contrast": contrast}, handle)
+    return outs[0], outs[1], outs[2], outs[3], outs[4:], 1.0, qc
+
+
+def _fake_init_bmex_wf(fail_on=None):
+    def init_bmex_wf(*, age_months, contrast, models_dir=None, mask_source="auto",
+                     use_gpu=False, omp_nthreads=1, tiling="fast", precision="auto",
+                     name="bmex_wf"):
+        from nipype.interfaces import utility as niu
+        from nipype.pipeline import engine as pe
+        from niworkflows.engine.workflows import LiterateWorkflow
+
+        from bmex_wf.utils.age import age_group
+
+        wf = LiterateWorkflow(name=name)
+        wf.__desc__ = "Images were enhanced with BME-X (stand-in).\n"
+        inputnode = pe.Node(niu.IdentityInterface(fields=["in_file", "in_mask"]), name="inputnode")
+        outputnode = pe.Node(niu.IdentityInterface(fields=[
+            "enhanced", "enhanced_brain", "brain_mask", "dseg", "probsegs", "qi", "age_group",
+            "model_file", "qc"]), name="outputnode")
+        run = pe.Node(niu.Function(
+            function=_fake_outputs, input_names=["in_file", "contrast", "fail_on"],
+            output_names=["enhanced", "enhanced_brain", "brain_mask", "dseg", "probsegs", "qi",
+                          "qc"]), name="enhance")
+        run.inputs.contrast, run.inputs.fail_on = contrast, fail_on
+        outputnode.inputs.age_group = age_group(age_months)
+        outputnode.inputs.model_file = "stand-in.pt"
+        wf.connect([(inputnode, run, [("in_file", "in_file")]),
+                    (run, outputnode, [(f, f) for f in ("enhanced", "enhanced_brain",
+                                                         "brain_mask", "dseg", "probsegs",
+                                                         "qi", "qc")])])
+        return wf
+
+    return init_bmex_wf
+
+
+@pytest.fixture
+def fake_base(monkeypatch):
+    """Install the stand-in as ``bmex_wf.workflows.base``; returns a setter for failures."""
+    module = types.ModuleType("bmex_wf.workflows.base")
+    module.init_bmex_wf = _fake_init_bmex_wf()
+    monkeypatch.setitem(sys.modules, "bmex_wf.workflows.base", module)
+
+    def fail_on(pattern):
+        module.init_bmex_wf = _fake_init_bmex_wf(pattern)
+
+    return fail_on
+
+
+@pytest.fixture
+def small_bids(tmp_path):
+    """sub-01 (T1w, 2 runs), sub-02 (T1w + T2w), sub-03 (T1w, no age)."""
+    root = tmp_path / "bids"
+    rng = np.random.default_rng(0)
+    images = {"sub-01": ["run-1_T1w", "run-2_T1w"], "sub-02": ["T1w", "T2w"], "sub-03": ["T1w"]}
+    for sub, suffixes in images.items():
+        (root / sub / "anat").mkdir(parents=True)
+        for suffix in suffixes:
+            data = rng.integers(0, 100, (6, 7, 8)).astype("int16")
+            nb.Nifti1Image(data, np.eye(4)).to_filename(root / sub / "anat" / f"{sub}_{suffix}.nii.gz")
+    (root / "dataset_description.json").write_text('{"Name": "small", "BIDSVersion": "1.9.0"}')
+    (root / "participants.tsv").write_text("participant_id\tage\nsub-01\t2 years\nsub-02\t30\n")
+    (root / "participants.json").write_text('{"age": {"Units": "months"}}')
+    return root
+
+
+@pytest.fixture
+def models(tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("BMEX-Month24-T1-model.pt", "BMEX-Month24-T2-model.pt"):
+        (folder / name).write_bytes(b"stand-in")
+    return folder
+
+
+def _run(small_bids, tmp_path, models, *extra):
+    out, work = tmp_path / "out", tmp_path / "work"
+    argv = [str(small_bids), str(out), "participant", "-w", str(work), "--models-dir", str(models),
+            "--nprocs", "2", "--omp-nthreads", "1", "--device", "cpu", *extra]
+    return cli_main(argv), out, work
+
+
+def _outputs(out: Path, rel: str, contrast: str) -> list[Path]:
+    folder = out / Path(rel).parent
+    names = derivative_names(Path(rel).name, contrast)
+    return [folder / names[k] for k in OUTPUT_KEYS]
+
+
+def test_participant_run_isolates_failures(small_bids, tmp_path, models, fake_base, caplog):
+    fake_base("sub-01_run-2")
+    code, out, work = _run(small_bids, tmp_path, models)
+    assert code == 1
+    ok = [("sub-01/anat/sub-01_run-1_T1w.nii.gz", "T1w"), ("sub-02/anat/sub-02_T1w.nii.gz", "T1w"),
+          ("sub-02/anat/sub-02_T2w.nii.gz", "T2w")]
+    for rel, contrast in ok:
+        assert all(p.is_file() for p in _outputs(out, rel, contrast)), rel
+    assert not any(p.exists() for p in _outputs(out, "sub-01/anat/sub-01_run-2_T1w.nii.gz", "T1w"))
+    crashes = list((out / "logs").glob("crash-*.txt"))
+    assert crashes and "synthetic failure" in crashes[0].read_text()
+    summary = next((out / "logs").glob("summary-*.tsv")).read_text().splitlines()
+    rows = {line.split("\t")[0]: line.split("\t")[1:] for line in summary[1:]}
+    assert rows["sub-01/anat/sub-01_run-2_T1w.nii.gz"][0] == "failed"
+    assert "synthetic failure" in rows["sub-01/anat/sub-01_run-2_T1w.nii.gz"][1]
+    assert rows["sub-03/anat/sub-03_T1w.nii.gz"][0] == "failed"
+    assert "--age-months" in rows["sub-03/anat/sub-03_T1w.nii.gz"][1]
+    assert [rows[rel][0] for rel, _ in ok] == ["ok"] * 3
+    assert "FAILED  sub-03/anat/sub-03_T1w.nii.gz" in caplog.text
+    side = json.loads(_outputs(out, "sub-02/anat/sub-02_T1w.nii.gz", "T1w")[0].with_suffix("").with_suffix(".json").read_text())
+    assert side["AgeMonths"] == 30.0 and "participants.tsv" in side["AgeSource"]
+    assert side["AgeGroup"] == "Month24" and side["BMEX"]["contrast"] == "T1w"
+    assert json.loads((out / "dataset_description.json").read_text())["DatasetType"] == "derivative"
+    assert "stand-in" in (out / "logs/CITATION.md").read_text()
+    assert "nipype1" in (out / "logs/CITATION.bib").read_text()
+    config = (work / "config.toml").read_text()
+    assert "[execution]" in config and "use_gpu = false" in config
+    assert list((out / "logs").glob("config-*.toml"))
+
+
+def test_all_ok_exit_zero_and_filters(small_bids, tmp_path, models, fake_base):
+    code, out, _ = _run(small_bids, tmp_path, models, "--participant-label", "02")
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == [".bidsignore", "dataset_description.json",
+                                                     "dseg.tsv", "logs", "sub-02"]
+    code, out, _ = _run(small_bids, tmp_path, models, "--participant-label", "03", "--age-months", "adult")
+    assert code == 0 and (out / "sub-03").is_dir()
+
+
+def test_stop_on_first_crash(small_bids, tmp_path, models, fake_base, caplog):
+    code, out, _ = _run(small_bids, tmp_path, models, "--stop-on-first-crash")
+    assert code == 1
+    assert not (out / "sub-01").exists()  # sub-03's missing age stopped the run before it
+    assert "--age-months" in caplog.text
+
+
+def test_missing_model_fails_clearly(small_bids, tmp_path, models, fake_base, caplog):
+    (models / "BMEX-Month24-T2-model.pt").unlink()
+    code, out, _ = _run(small_bids, tmp_path, models, "--participant-label", "02")
+    assert code == 1
+    assert "BMEX-Month24-T2-model.pt" in caplog.text
+    assert all(p.is_file() for p in _outputs(out, "sub-02/anat/sub-02_T1w.nii.gz", "T1w"))
+
+
+def test_use_plugin_linear_and_boilerplate(small_bids, tmp_path, models, fake_base, caplog):
+    plugin = tmp_path / "plugin.yml"
+    plugin.write_text("plugin: Linear\nplugin_args: {}\n")
+    code, out, work = _run(small_bids, tmp_path, models, "--participant-label", "01",
+                           "--use-plugin", str(plugin), "--boilerplate-only")
+    assert code == 0 and (out / "logs/CITATION.md").is_file() and not (out / "sub-01").exists()
+    code, out, work = _run(small_bids, tmp_path, models, "--participant-label", "01",
+                           "--use-plugin", str(plugin))
+    assert code == 0 and "Running with plugin Linear" in caplog.text
+    assert 'plugin = "Linear"' in (work / "config.toml").read_text()
+
+
+def test_no_images_is_an_error(small_bids, tmp_path, models, fake_base, caplog):
+    code, _, _ = _run(small_bids, tmp_path, models, "--session-label", "none")
+    assert code == 1 and "no T1w or T2w image" in caplog.text
+
+
+def test_build_config_plugin_defaults(small_bids, tmp_path, models):
+    from bmex_wf.cli.parser import parse_args
+
+    opts = parse_args([str(small_bids), str(tmp_path / "o"), "participant", "--nprocs", "3",
+                       "--mem-gb", "5", "--device", "cpu"])
+    cfg = bids_app.build_config(opts)
+    assert (cfg.plugin, cfg.plugin_args["n_procs"], cfg.plugin_args["memory_gb"]) == ("MultiProc", 3, 5.0)
+    assert cfg.use_gpu is False and cfg.omp_nthreads == 3 and cfg.work_dir == Path.cwd() / "work"
+    plugin = tmp_path / "p.yml"
+    plugin.write_text("plugin: MultiProc\nplugin_args: {n_procs: 1}\n")
+    opts = parse_args([str(small_bids), str(tmp_path / "o"), "participant", "--use-plugin", str(plugin),
+                       "--nprocs", "4", "--device", "cuda"])
+    cfg = bids_app.build_config(opts)
+    assert cfg.plugin_args["n_procs"] == 1 and cfg.use_gpu is True
+
+
+def test_gpu_request_only_for_gpu_nodes(fake_base):
+    from nipype.interfaces import utility as niu
+    from nipype.pipeline import engine as pe
+
+    from bmex_wf.workflows.participant import request_gpu
+
+    wf = pe.Workflow(name="w")
+    gpu = pe.Node(niu.IdentityInterface(fields=["use_gpu"]), name="gpu")
+    gpu.inputs.use_gpu = True
+    cpu = pe.Node(niu.IdentityInterface(fields=["use_gpu"]), name="cpu")
+    cpu.inputs.use_gpu = False
+    wf.add_nodes([gpu, cpu])
+    assert request_gpu(wf) == ["w.gpu"]
+    assert gpu.plugin_args["sbatch_args"] == "--gres=gpu:1" and not cpu.plugin_args
+
+
+# --------------------------------------------------------------------------- real workflow
+def _real_base():
+    try:
+        import bmex_wf.workflows.base  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"init_bmex_wf is not available: {exc}")
+
+
+@pytest.fixture(scope="module")
+def small_models(tmp_path_factory):
+    from bmex_wf.models import build_network, save_network
+    from bmex_wf.models.fixture_weights import apply_rule_weights
+
+    folder = tmp_path_factory.mktemp("models")
+    net = apply_rule_weights(build_network("enhance", 8))
+    for group, contrast in (("Month24", "T1"), ("Fetal", "T2")):
+        save_network(net, folder / f"BMEX-{group}-{contrast}-model.pt")
+    return folder
+
+
+@pytest.mark.slow
+def test_end_to_end_shared(bids_dir, tmp_path, small_models):
+    _real_base()
+    out, work = tmp_path / "out", tmp_path / "work"
+    argv = [str(bids_dir), str(out), "participant", "-w", str(work), "--models-dir", str(small_models),
+            "--participant-label", "0002", "0009", "--nprocs", "2", "--omp-nthreads", "2",
+            "--device", "cpu", "--brain-mask-source", "nonzero", "--skip-bids-validation"]
+    assert cli_main(argv) == 0
+    expected = {("sub-0002", "T1w", "Month24"), ("sub-0009", "T2w", "Fetal")}
+    for sub, contrast, group in expected:
+        rel = f"{sub}/ses-V01/anat/{sub}_ses-V01_{contrast}.nii.gz"
+        files = _outputs(out, rel, contrast)
+        assert all(p.is_file() for p in files), rel
+        src = nb.load(bids_dir / rel)
+        enhanced = nb.load(files[0])
+        assert enhanced.shape == src.shape and np.allclose(enhanced.affine, src.affine, atol=1e-4)
+        meta = json.loads(files[0].with_suffix("").with_suffix(".json").read_text())
+        assert meta["AgeGroup"] == group and meta["Sources"][0] == f"bids:raw:{rel}"
+        assert "QI" in meta and meta["SkullStripped"] is False
+    assert sorted(p.name for p in out.glob("sub-*")) == ["sub-0002", "sub-0009"]
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["GeneratedBy"][0]["Name"] == "bmex-wf"
+    assert (out / "logs/CITATION.md").read_text().strip()
+    # A second run is served from the work-directory cache (only the sinks run again).
+    results = {p: p.stat().st_mtime_ns for p in work.rglob("result_*.pklz")
+               if "ds_outputs" not in str(p)}
+    assert results
+    assert cli_main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in results} == results
+    assert all(p.is_file() for sub, c, _ in expected
+               for p in _outputs(out, f"{sub}/ses-V01/anat/{sub}_ses-V01_{c}.nii.gz", c))
