@@ -194,7 +194,8 @@ def match_histogram(
     landmarks: dict,
     levels: int = HISTOGRAM_LEVELS,
     match_points: int = MATCH_POINTS,
-) -> np.ndarray:
+    return_landmarks: bool = False,
+) -> np.ndarray | tuple[np.ndarray, dict]:
     """Match the histogram of ``data`` to a reference given by its landmarks.
 
     Equals ``sitk.HistogramMatchingImageFilter`` (``levels`` histogram levels,
@@ -214,11 +215,14 @@ def match_histogram(
         :func:`template_landmarks`.
     levels, match_points : int
         Must equal the settings the landmarks were computed with.
+    return_landmarks : bool
+        Also return the source landmarks (for provenance).
 
     Returns
     -------
     ndarray
-        float32 array of the input's shape.
+        float32 array of the input's shape (and the source landmarks dict if
+        ``return_landmarks``).
     """
     _check_landmarks(landmarks, levels, match_points)
     values = np.asarray(data, dtype=np.float32)
@@ -244,7 +248,8 @@ def match_histogram(
     ref_base[-1] = landmarks["maximum"]
     segment = _segments(values, src_table)
     out = ref_base[segment] + (values.astype(np.float64) - src_base[segment]) * slope[segment]
-    return out.astype(np.float32)
+    out = out.astype(np.float32)
+    return (out, source) if return_landmarks else out
 
 
 def _segments(values: np.ndarray, table: np.ndarray) -> np.ndarray:
