@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from bmex_wf.utils.intensity import compute_landmarks, match_histogram
+from bmex_wf.utils.intensity import HISTOGRAM_LEVELS, compute_landmarks, match_histogram
+
+#: Quantiles matched between the enhanced and the original brain (finer than the
+#: template matching's 7, so the whole in-mask distribution follows the original).
+SKULL_MATCH_POINTS = 31
 
 
 def add_skull_back(enhanced_brain: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Whole-head image: the enhanced brain in the original's intensity scale, the original outside.
 
-    Inside the mask, the enhanced brain is histogram-matched (ITK semantics, no
-    mean threshold: the whole in-mask distribution is matched) to the original
-    image's in-mask intensities; outside the mask the original voxels are kept
+    Inside the mask, the enhanced brain is histogram-matched (ITK semantics with
+    :data:`SKULL_MATCH_POINTS` match points and no mean threshold, so the whole
+    in-mask distribution is matched) to the original image's in-mask
+    intensities; outside the mask the original voxels are kept
     unchanged, so the output looks like the input outside the brain.
 
     Parameters
@@ -37,7 +42,7 @@ def add_skull_back(enhanced_brain: np.ndarray, original: np.ndarray, mask: np.nd
                          f"mask {mask.shape}")
     if not mask.any():
         raise ValueError("the brain mask is empty")
-    reference = compute_landmarks(original[mask], threshold_at_mean=False)
+    reference = compute_landmarks(original[mask], HISTOGRAM_LEVELS, SKULL_MATCH_POINTS, threshold_at_mean=False)
     out = original.astype(np.float32)
-    out[mask] = match_histogram(enhanced_brain[mask], reference)
+    out[mask] = match_histogram(enhanced_brain[mask], reference, HISTOGRAM_LEVELS, SKULL_MATCH_POINTS)
     return out
