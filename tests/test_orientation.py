@@ -110,7 +110,8 @@ def test_restore_sets_the_data_type_and_keeps_header_fields(tmp_path):
     assert restored.header.get_xyzt_units() == ("mm", "sec")
     np.testing.assert_allclose(np.asanyarray(restored.dataobj),
                                np.asanyarray(original.dataobj) / 504.0)
-    mask = restore_orientation(nib.Nifti1Image((probs > 0.5).astype(np.uint8), lps.affine), original)
+    binary = nib.Nifti1Image((probs > 0.5).astype(np.uint8), lps.affine)
+    mask = restore_orientation(binary, original)
     assert mask.get_data_dtype() == np.uint8
     as_u8 = restore_orientation(lps, original, dtype=np.uint16)
     assert as_u8.get_data_dtype() == np.uint16
@@ -167,10 +168,12 @@ def test_ras_input_matches_the_release_recipe(tmp_path):
     """Real oblique RAS-closest image: our network array equals the release's."""
     import SimpleITK as sitk
 
-    src = shared_path("data", "test_BIDS", "sub-0002", "ses-V01", "anat", "sub-0002_ses-V01_T1w.nii.gz")
+    src = shared_path("data", "test_BIDS", "sub-0002", "ses-V01", "anat",
+                      "sub-0002_ses-V01_T1w.nii.gz")
     path = _crop(src, tmp_path / "sub-0002_crop.nii.gz")
     img = load_image(path)
-    assert axcodes(img) == "RAS" and not np.allclose(img.affine[:3, :3], np.diag(np.diag(img.affine[:3, :3])))
+    rotation = img.affine[:3, :3]
+    assert axcodes(img) == "RAS" and not np.allclose(rotation, np.diag(np.diag(rotation)))
     ours = to_network_order(np.asanyarray(reorient_to_lps(img).dataobj))
     assert np.array_equal(ours, _release_network_array(path))
     # SimpleITK's own reorientation to the closest LPS axes agrees as well
@@ -180,7 +183,8 @@ def test_ras_input_matches_the_release_recipe(tmp_path):
 
 def test_lps_input_gets_the_network_array_of_its_ras_copy(tmp_path):
     """sub-0009 (LPS, qform only): same network array as the release gives its RAS copy."""
-    src = shared_path("data", "test_BIDS", "sub-0009", "ses-V01", "anat", "sub-0009_ses-V01_T2w.nii.gz")
+    src = shared_path("data", "test_BIDS", "sub-0009", "ses-V01", "anat",
+                      "sub-0009_ses-V01_T2w.nii.gz")
     original = load_image(src)
     assert axcodes(original) == "LPS" and int(original.header["sform_code"]) == 0
     ras = original.as_reoriented(ornt_transform(io_orientation(original.affine),

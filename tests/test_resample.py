@@ -104,7 +104,8 @@ def test_nearest_takes_the_nearest_source_voxel(src_shape, src_aff, dst_shape, d
     clear = np.all(np.abs(ijk - np.round(ijk)) < 0.45, axis=-1)  # away from ties
     clear &= _inside(src_shape, src_aff, dst_shape, dst_aff)
     idx = np.round(ijk[clear]).astype(int)
-    assert np.array_equal(np.asanyarray(out.dataobj)[clear], labels[idx[:, 0], idx[:, 1], idx[:, 2]])
+    expected = labels[idx[:, 0], idx[:, 1], idx[:, 2]]
+    assert np.array_equal(np.asanyarray(out.dataobj)[clear], expected)
 
 
 def test_spacing_rule_keeps_origin_and_direction():
@@ -150,7 +151,8 @@ def test_sitk_conversion_keeps_the_world_geometry():
 
 def test_real_image_identity_and_round_trip(tmp_path):
     """On a real oblique scan: the identity grid changes nothing, 0.75 mm and back is close."""
-    src = shared_path("data", "test_BIDS", "sub-0002", "ses-V01", "anat", "sub-0002_ses-V01_T1w.nii.gz")
+    src = shared_path("data", "test_BIDS", "sub-0002", "ses-V01", "anat",
+                      "sub-0002_ses-V01_T1w.nii.gz")
     small = nib.load(src).slicer[100:180, 90:170, 110:190]
     img = nib.Nifti1Image(np.asanyarray(small.dataobj), small.affine, small.header)
     data = np.asanyarray(img.dataobj).astype(np.float32)

@@ -36,7 +36,8 @@ def _blob(shape=(12, 13, 14)):
 
 @pytest.fixture(scope="module")
 def real_crop(tmp_path_factory):
-    src = shared_path("data", "test_BIDS", "sub-0003", "ses-V01", "anat", "sub-0003_ses-V01_T1w.nii.gz")
+    src = shared_path("data", "test_BIDS", "sub-0003", "ses-V01", "anat",
+                      "sub-0003_ses-V01_T1w.nii.gz")
     img = nib.load(src)
     small = img.slicer[100:160, 100:160, 100:160]
     out = tmp_path_factory.mktemp("real") / "sub-0003_crop.nii.gz"
@@ -53,7 +54,8 @@ def test_real_image_is_valid(real_crop):
 
 
 def test_fetal_lps_qform_only_image_is_valid():
-    src = shared_path("data", "test_BIDS", "sub-0009", "ses-V01", "anat", "sub-0009_ses-V01_T2w.nii.gz")
+    src = shared_path("data", "test_BIDS", "sub-0009", "ses-V01", "anat",
+                      "sub-0009_ses-V01_T2w.nii.gz")
     img = load_image(src)
     assert img.shape == (135, 189, 155)
     assert int(img.header["sform_code"]) == 0 and np.array_equal(img.affine, nib.load(src).affine)
@@ -192,7 +194,8 @@ def test_mask_on_another_grid_is_resampled(tmp_path, real_crop):
     affine = np.diag([-2.0, -2.0, 2.0, 1.0])
     affine[:3, 3] = centre - affine[:3, :3] @ np.array([15.5, 15.5, 15.5])
     ijk = np.indices((32, 32, 32)).reshape(3, -1).T
-    dist = np.linalg.norm(nib.affines.apply_affine(affine, ijk) - centre, axis=1).reshape(32, 32, 32)
+    dist = np.linalg.norm(nib.affines.apply_affine(affine, ijk) - centre, axis=1)
+    dist = dist.reshape(32, 32, 32)
     prob = np.clip(1.5 - dist / 10, 0, 1).astype(np.float32)  # >= 0.5 within 10 mm
     path = tmp_path / "prob.nii.gz"
     _write(path, prob, affine)

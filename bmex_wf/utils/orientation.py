@@ -13,7 +13,12 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
-from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+from nibabel.orientations import (
+    axcodes2ornt,
+    inv_ornt_aff,
+    io_orientation,
+    ornt_transform,
+)
 
 from .validation import header_image, storable
 

@@ -6,6 +6,7 @@ Every problem is reported as one :class:`ImageError` whose message is
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import zlib
@@ -13,7 +14,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-
 from nibabel.affines import voxel_sizes
 
 LOGGER = logging.getLogger(__name__)
@@ -38,6 +38,22 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _diagnose(path: Path, exc: BaseException) -> str:
+    """Why ``nib.load`` failed: an empty file, a cut gzip stream, or another format."""
+    if path.stat().st_size == 0:
+        return "the file is empty, 0 bytes"
+    with open(path, "rb") as handle:
+        is_gzip = handle.read(2) == b"\x1f\x8b"
+    if is_gzip:
+        try:
+            with gzip.open(path, "rb") as stream:
+                while stream.read(1 << 24):
+                    pass
+        except (OSError, EOFError, zlib.error) as gz_exc:
+            return f"the file is truncated or corrupt: {_reason(gz_exc)}"
+    return _reason(exc)
+
+
 def read_image(path) -> nib.Nifti1Image:
     """Read an image into memory as a 3-D :class:`~nibabel.Nifti1Image`.
 
@@ -57,8 +73,9 @@ def read_image(path) -> nib.Nifti1Image:
         raise ImageError(f"{path}: file not found")
     try:
         img = nib.load(str(path))
-    except Exception as exc:  # nibabel raises many types for foreign files
-        raise ImageError(f"{path}: not a readable NIfTI/Analyze image ({_reason(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for foreign files
+        raise ImageError(f"{path}: not a readable NIfTI/Analyze image ({_diagnose(path, exc)})"
+                         ) from None
     if not isinstance(img, nib.analyze.AnalyzeImage):
         raise ImageError(f"{path}: not a NIfTI/Analyze image ({type(img).__name__}); "
                          "convert it to NIfTI first")
@@ -73,12 +90,15 @@ def read_image(path) -> nib.Nifti1Image:
     try:
         data = np.asanyarray(img.dataobj[(Ellipsis,) + (0,) * (len(img.shape) - 3)])
     except (OSError, EOFError, ValueError, zlib.error, MemoryError) as exc:
-        raise ImageError(f"{path}: image data cannot be read, the file is truncated or corrupt "
+        raise ImageError(f"{path}: image data cannot be read: the file is truncated or corrupt "
                          f"({_reason(exc)})") from None
     affine = img.affine
-    if affine is None or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+    if (affine is None or not np.all(np.isfinite(affine))
+            or abs(np.linalg.det(affine[:3, :3])) < 1e-12):
         raise ImageError(f"{path}: the affine (voxel-to-world matrix) is missing or singular")
-    header = img.header if isinstance(img, nib.Nifti1Image) else nib.Nifti1Header.from_header(img.header)
+    header = img.header
+    if not isinstance(header, nib.Nifti1Header):
+        header = nib.Nifti1Header.from_header(header)
     out = nib.Nifti1Image(data, affine, header.copy())
     out.update_header()  # writes the affine into q/s-forms when they did not hold it
     _warn_forms(out, path)
@@ -91,7 +111,8 @@ def _warn_forms(img: nib.Nifti1Image, path: Path) -> None:
     if qcode == 0 and scode == 0:
         LOGGER.warning("%s: neither qform nor sform is set; orientation is a guess", path)
     elif qcode and scode:
-        corners = np.array(np.meshgrid(*[(0, n - 1) for n in img.shape], indexing="ij")).reshape(3, -1)
+        corners = np.array(np.meshgrid(*[(0, n - 1) for n in img.shape], indexing="ij"))
+        corners = corners.reshape(3, -1)
         diff = nib.affines.apply_affine(hdr.get_qform(), corners.T) - nib.affines.apply_affine(
             hdr.get_sform(), corners.T)
         if np.abs(diff).max() > _FORM_TOLERANCE_MM:
