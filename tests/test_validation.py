@@ -240,3 +240,19 @@ def test_save_image_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         save_image(Broken(_blob(), AFFINE), tmp_path / "broken.nii.gz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.nii.gz"]
+
+
+def test_header_image_round_trips_through_a_file(tmp_path):
+    sheared = AFFINE.copy()
+    sheared[0, 2] = 0.3  # a qform cannot hold a shear: the sform must
+    for header, codes in ((None, None), (nib.Nifti1Header(), (1, 0)),
+                          (nib.AnalyzeHeader(), None)):
+        img = header_image(_blob().astype(bool), sheared, header, codes=codes)
+        assert img.get_data_dtype() == np.uint8
+        path = save_image(img, tmp_path / "img.nii.gz")
+        saved = nib.load(path)
+        np.testing.assert_allclose(saved.affine, sheared, atol=1e-5)
+        for code in ("qform_code", "sform_code"):
+            assert saved.header[code] == img.header[code]
+    pair = save_image(nib.AnalyzeImage(_blob(), np.eye(4)), tmp_path / "pair.hdr")
+    assert pair.exists() and (tmp_path / "pair.img").exists()

@@ -80,9 +80,7 @@ def new_image(data: np.ndarray, affine: np.ndarray, like: nib.spatialimages.Spat
     ``affine``; the stored type follows the data (see
     :func:`~bmex_wf.utils.validation.header_image`).
     """
-    src = like.header
-    hdr = src.copy() if isinstance(src, nib.Nifti1Header) else nib.Nifti1Header.from_header(src)
-    return header_image(data, affine, hdr)
+    return header_image(data, affine, like.header)
 
 
 def resample_to_grid(img: nib.spatialimages.SpatialImage, shape, affine: np.ndarray,

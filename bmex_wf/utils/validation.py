@@ -249,17 +249,19 @@ def storable(data: np.ndarray) -> tuple[np.ndarray, np.dtype]:
     return data, np.dtype(stored)
 
 
-def header_image(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header,
+def header_image(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None,
                  codes: tuple[int, int] | None = None) -> nib.Nifti1Image:
     """NIfTI-1 image whose affine is exactly the one its header stores.
 
-    ``affine`` goes into the qform and sform with ``codes`` (default: the
+    Header fields (units, intent, description) come from ``header`` (may be
+    None); ``affine`` goes into the qform and sform with ``codes`` (default: the
     header's); when both codes are 0 the sform gets code 2 ("aligned"), and when
     the qform alone cannot hold ``affine`` (shears) the sform does. The image's
     affine is then read back from the header, so writing it changes no field.
     The on-disk type follows the data (:func:`storable`); scaling is reset.
     """
-    hdr = header.copy()
+    hdr = header.copy() if isinstance(header, nib.Nifti1Header) else (
+        nib.Nifti1Header() if header is None else nib.Nifti1Header.from_header(header))
     data, stored = storable(data)
     hdr.set_data_dtype(stored)
     hdr.set_slope_inter(None, None)
@@ -275,10 +277,18 @@ def header_image(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header,
 
 
 def save_image(img: nib.spatialimages.SpatialImage, path) -> Path:
-    """Write ``img`` to ``path`` atomically (no partial file is left on failure)."""
+    """Write ``img`` to ``path`` atomically: no partial file is left on failure.
+
+    Single-file formats (``.nii``, ``.nii.gz``) go through a temporary name in
+    the same folder and are renamed when complete; other formats are written
+    directly.
+    """
     path = Path(path)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
-    tmp = path.with_name(f".{path.name[: len(path.name) - len(suffix)]}.part{os.getpid()}{suffix}")
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    if suffix not in (".nii", ".nii.gz"):
+        img.to_filename(str(path))
+        return path
+    tmp = path.with_name(f".{path.name[: -len(suffix)]}.part{os.getpid()}{suffix}")
     try:
         img.to_filename(str(tmp))
         os.replace(tmp, path)
