@@ -67,4 +67,6 @@ def quality_report(original_matched: np.ndarray, enhanced: np.ndarray, labels: n
     """TCT before and after enhancement and their QI, as a dict (``tct_before``, ``tct_after``, ``qi``)."""
     before = tissue_contrast(original_matched, labels)
     after = tissue_contrast(enhanced, labels)
-    return {"tct_before": before, "tct_after": after, "qi": quality_index(before, after)}
+    # An undefined TCT has been warned about already.
+    qi = quality_index(before, after) if math.isfinite(before) and math.isfinite(after) else math.nan
+    return {"tct_before": before, "tct_after": after, "qi": qi}
