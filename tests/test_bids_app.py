@@ -81,9 +81,13 @@ def _fake_init_bmex_wf(fail_on=None):
 @pytest.fixture
 def fake_base(monkeypatch):
     """Install the stand-in as ``bmex_wf.workflows.base``; returns a setter for failures."""
+    from bmex_wf.workflows import participant
+
     module = types.ModuleType("bmex_wf.workflows.base")
     module.init_bmex_wf = _fake_init_bmex_wf()
     monkeypatch.setitem(sys.modules, "bmex_wf.workflows.base", module)
+    monkeypatch.setattr(participant, "_add_reports", lambda *args: None)
+    monkeypatch.setattr(bids_app, "subject_reports", lambda cfg, subjects: 0)
 
     def fail_on(pattern):
         module.init_bmex_wf = _fake_init_bmex_wf(pattern)
@@ -199,6 +203,39 @@ def test_use_plugin_linear_and_boilerplate(small_bids, tmp_path, models, fake_ba
 def test_no_images_is_an_error(small_bids, tmp_path, models, fake_base, caplog):
     code, _, _ = _run(small_bids, tmp_path, models, "--session-label", "none")
     assert code == 1 and "no T1w or T2w image" in caplog.text
+
+
+def test_enhance_subcommand(small_bids, tmp_path, models, fake_base):
+    image = small_bids / "sub-02/anat/sub-02_T2w.nii.gz"
+    out = tmp_path / "enh"
+    argv = ["enhance", str(image), str(out), "--age-months", "30", "--models-dir", str(models),
+            "--device", "cpu", "--nprocs", "1"]
+    assert cli_main(argv) == 0
+    files = [out / n for n in derivative_names(image.name, "T2w").values()]
+    assert all(p.is_file() for p in files)
+    meta = json.loads((out / "sub-02_desc-enhanced_T2w.json").read_text())
+    assert meta["Sources"] == [image.as_uri(), "bids::sub-02_space-T2w_desc-brain_mask.nii.gz"]
+    assert meta["AgeSource"] == "--age-months 30"
+    assert (out / "work/config.toml").is_file() and (out / "logs/CITATION.md").is_file()
+    assert cli_main(argv[:4] + ["1", *argv[5:]]) == 1  # Month0: no such model file
+    fake_base("sub-02_T2w")
+    assert cli_main(argv) == 1
+
+
+def test_group_failures_from_summaries(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "summary-a.tsv").write_text("image\tstatus\treason\n"
+                                        "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz\tfailed\tboom\n"
+                                        "sub-02/anat/sub-02_T2w.nii.gz\tfailed\tno age\n")
+    (logs / "summary-b.tsv").write_text("image\tstatus\treason\n"
+                                        "sub-02/anat/sub-02_T2w.nii.gz\tok\t\n")
+    import os
+
+    os.utime(logs / "summary-a.tsv", (1, 1))
+    failures = bids_app._failures_from_summaries(logs)
+    assert failures == [{"subject": "01", "session": "1", "contrast": "T1w",
+                         "source": "sub-01_ses-1_T1w", "error": "boom", "status": "failed"}]
 
 
 def test_build_config_plugin_defaults(small_bids, tmp_path, models):

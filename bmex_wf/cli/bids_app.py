@@ -271,16 +271,78 @@ def _write_summary(logs_dir: Path, run_uuid: str, outcomes: dict) -> Path:
     return atomic_write_text(logs_dir / f"summary-{run_uuid}.tsv", "\n".join(rows) + "\n")
 
 
-def run_reports(cfg: RunConfig) -> int:
-    """Hook for the visual reports: ``bmex_wf.reports.run_reports(output_dir, work_dir,
-    analysis_level, run_uuid)`` when that module provides it."""
+def _reports_module():
     try:
-        from ..reports import run_reports as _run  # type: ignore[attr-defined]
+        from .. import reports
     except ImportError:
-        LOGGER.info("Visual reports are produced by the bmex_wf.reports module, which is not "
-                    "available in this installation; skipped.")
-        return 0
-    return int(_run(cfg.output_dir, cfg.work_dir, cfg.analysis_level, cfg.run_uuid) or 0)
+        LOGGER.info("Visual reports need the bmex_wf.reports module, which is not available "
+                    "in this installation; skipped.")
+        return None
+    return reports
+
+
+def subject_reports(cfg: RunConfig, subjects) -> int:
+    """``sub-<label>.html`` for each subject; 0, or 1 if a report could not be written."""
+    reports = _reports_module()
+    code = 0
+    for subject in sorted(set(subjects)) if reports else ():
+        try:
+            page = reports.generate_subject_report(cfg.output_dir, subject, run_uuid=cfg.run_uuid)
+            LOGGER.info("Report written: %s", page)
+        except (reports.ReportError, OSError, ValueError) as exc:
+            LOGGER.error("sub-%s: report not written: %s", subject, exc)
+            code = 1
+    return code
+
+
+def reports_only(cfg: RunConfig) -> int:
+    """``--reports-only``: rebuild the subject pages from existing outputs."""
+    reports = _reports_module()
+    if reports is None:
+        return 1
+    try:
+        pages = reports.rebuild_reports(cfg.output_dir, cfg.participant_label or None,
+                                        run_uuid=cfg.run_uuid, group=False)
+    except (reports.ReportError, OSError, ValueError) as exc:
+        LOGGER.error("%s", exc)
+        return 1
+    LOGGER.info("Reports rebuilt: %s", ", ".join(str(p) for p in pages))
+    return 0
+
+
+def _failures_from_summaries(logs_dir: Path) -> list[dict]:
+    """Images whose latest participant run failed, from ``logs/summary-*.tsv``."""
+    from ..utils.bids import read_tsv
+
+    latest = {}
+    for table in sorted(logs_dir.glob("summary-*.tsv"), key=lambda p: p.stat().st_mtime):
+        for row in read_tsv(table):
+            latest[row["image"]] = row
+    failures = []
+    for image, row in latest.items():
+        if row["status"] != "ok":
+            name = Path(image).name
+            ents = dict(part.split("-", 1) for part in name.split("_") if "-" in part)
+            failures.append({"subject": ents.get("sub"), "session": ents.get("ses"),
+                             "contrast": name.split("_")[-1].split(".")[0],
+                             "source": name.split(".")[0], "error": row["reason"],
+                             "status": "failed"})
+    return failures
+
+
+def run_group(cfg: RunConfig) -> int:
+    """Group level: ``group_qc.tsv`` and ``group.html`` from the participant outputs."""
+    reports = _reports_module()
+    if reports is None:
+        return 1
+    try:
+        tsv, page = reports.run_group_level(
+            cfg.output_dir, _failures_from_summaries(cfg.output_dir / "logs"))
+    except (reports.ReportError, OSError, ValueError) as exc:
+        LOGGER.error("%s", exc)
+        return 1
+    LOGGER.info("Group outputs: %s, %s", tsv, page)
+    return 0
 
 
 def run_workflow(workflow, cfg: RunConfig) -> None:
@@ -308,7 +370,7 @@ def run_participant(cfg: RunConfig) -> int:
     cfg.write(logs_dir / f"config-{cfg.run_uuid}.toml")
     write_dataset_files(cfg.output_dir, cfg.bids_dir)
     if cfg.reports_only:
-        return run_reports(cfg)
+        return reports_only(cfg)
     if not cfg.skip_bids_validation:
         for problem in validation_warnings(cfg.bids_dir):
             LOGGER.warning("BIDS validation: %s", problem)
@@ -333,7 +395,7 @@ def run_participant(cfg: RunConfig) -> int:
         start = time.time()
         run_workflow(workflow, cfg)
         _collect(cfg, jobs, outcomes, start, logs_dir)
-        run_reports(cfg)
+        subject_reports(cfg, [job.subject for job in jobs])
     _write_summary(logs_dir, cfg.run_uuid, outcomes)
     return _summary(outcomes)
 
@@ -351,8 +413,7 @@ def bids_app_main(argv) -> int:
     _setup_logging(opts.verbose)
     cfg = build_config(opts)
     if cfg.analysis_level == "group":
-        cfg.output_dir.mkdir(parents=True, exist_ok=True)
-        return run_reports(cfg)
+        return run_group(cfg)
     return run_participant(cfg)
 
 

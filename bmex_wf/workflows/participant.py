@@ -80,16 +80,22 @@ def request_gpu(workflow, sbatch_args: str = "--gres=gpu:1") -> list[str]:
 def init_image_wf(*, job: ImageJob, output_dir: Path, bids_dir: Path | None = None,
                   models_dir: Path | None = None, mask_source: str = "auto",
                   use_gpu: bool = False, omp_nthreads: int = 1, tiling: str = "fast",
-                  precision: str = "auto", name: str | None = None) -> Workflow:
-    """``init_bmex_wf`` for one image, its inputs set and its outputs sunk to ``output_dir``."""
+                  precision: str = "auto", reports: bool = True,
+                  name: str | None = None) -> Workflow:
+    """``init_bmex_wf`` for one image, its outputs sunk to ``output_dir`` (+ reportlets)."""
+    import inspect
+
     from .base import init_bmex_wf
 
     workflow = Workflow(name=name or f"{job.name}_wf")
+    extra = ({"age_source": job.age.source}
+             if "age_source" in inspect.signature(init_bmex_wf).parameters else {})
     bmex_wf = init_bmex_wf(
         age_months=job.age.workflow_months, contrast=job.contrast,
         models_dir=str(models_dir) if models_dir else None,
         mask_source="precomputed" if job.mask else mask_source, use_gpu=use_gpu,
-        omp_nthreads=omp_nthreads, tiling=tiling, precision=precision, name="bmex_wf")
+        omp_nthreads=omp_nthreads, tiling=tiling, precision=precision, name="bmex_wf",
+        **extra)
     bmex_wf.inputs.inputnode.in_file = str(job.path)
     if job.mask:
         bmex_wf.inputs.inputnode.in_mask = str(job.mask)
@@ -99,14 +105,30 @@ def init_image_wf(*, job: ImageJob, output_dir: Path, bids_dir: Path | None = No
     if bids_dir is not None:
         sink.inputs.bids_dir = str(bids_dir)
     workflow.connect([(bmex_wf, sink, [(f"outputnode.{f}", f) for f in SINK_FIELDS])])
+    if reports:
+        _add_reports(workflow, bmex_wf, job, output_dir)
     return workflow
+
+
+def _add_reports(workflow, bmex_wf, job: ImageJob, output_dir: Path) -> None:
+    """Visual QC reportlets of the image into ``sub-<label>/figures`` (when available)."""
+    try:
+        from .reports import init_report_wf
+    except ImportError:  # reports are an optional part of the installation
+        return
+    report_wf = init_report_wf(output_dir=str(output_dir), contrast=job.contrast)
+    report_wf.inputs.inputnode.source_file = str(job.path)
+    report_wf.inputs.inputnode.in_file = str(job.path)
+    workflow.connect([(bmex_wf, report_wf, [
+        (f"outputnode.{f}", f"inputnode.{f}")
+        for f in ("enhanced", "brain_mask", "dseg", "qc", "age_group")])])
 
 
 def init_participant_wf(*, subject: str, jobs: list[ImageJob], output_dir: Path,
                         bids_dir: Path | None = None, models_dir: Path | None = None,
                         mask_source: str = "auto", use_gpu: bool = False,
                         omp_nthreads: int = 1, tiling: str = "fast", precision: str = "auto",
-                        name: str | None = None) -> Workflow:
+                        reports: bool = True, name: str | None = None) -> Workflow:
     """Workflow of one participant: every image of ``jobs`` enhanced and sunk.
 
     Parameters
@@ -121,6 +143,8 @@ def init_participant_wf(*, subject: str, jobs: list[ImageJob], output_dir: Path,
         Root of the input dataset (outputs mirror its layout).
     models_dir, mask_source, use_gpu, omp_nthreads, tiling, precision
         Passed to ``init_bmex_wf``.
+    reports : bool
+        Add the visual QC reportlets of each image.
 
     Returns
     -------
@@ -133,5 +157,5 @@ def init_participant_wf(*, subject: str, jobs: list[ImageJob], output_dir: Path,
         workflow.add_nodes([init_image_wf(
             job=job, output_dir=output_dir, bids_dir=bids_dir, models_dir=models_dir,
             mask_source=mask_source, use_gpu=use_gpu, omp_nthreads=omp_nthreads,
-            tiling=tiling, precision=precision)])
+            tiling=tiling, precision=precision, reports=reports)])
     return workflow
