@@ -40,7 +40,9 @@ def real_image(subject: str, crop: int | None = 150) -> np.ndarray:
     anat = shared_path("data", "test_BIDS", f"sub-{subject}", "ses-V01", "anat")
     data = np.asarray(nib.load(next(anat.glob("*.nii.gz"))).dataobj)
     if crop:
-        data = data[tuple(slice(max(0, (n - crop) // 2), (n - crop) // 2 + crop) for n in data.shape)]
+        data = data[
+            tuple(slice(max(0, (n - crop) // 2), (n - crop) // 2 + crop) for n in data.shape)
+        ]
     return window_intensities(data)
 
 
@@ -70,7 +72,10 @@ def test_matches_simpleitk_on_raw_scanner_units():
     source = np.asarray(nib.load(next(anat.glob("*.nii.gz"))).dataobj, dtype=np.float32)
     path = shared_path("data", "templates", "Template-Fetal-T2w.nii.gz")
     expected = sitk_match(source, sitk.ReadImage(str(path), sitk.sitkFloat32))
-    assert np.abs(match_histogram(source, template_landmarks("Template-Fetal-T2w")) - expected).max() <= TOLERANCE
+    assert (
+        np.abs(match_histogram(source, template_landmarks("Template-Fetal-T2w")) - expected).max()
+        <= TOLERANCE
+    )
 
 
 def test_shipped_landmarks_are_those_of_the_template_files(templates_dir):
@@ -91,7 +96,9 @@ def test_matches_simpleitk_on_synthetic_volumes(seed):
     shape = (40, 36, 30)
     source = rng.gamma(2.0 + seed, 50.0, size=shape).astype(np.float32)
     source[:5] = 0  # background below the mean threshold
-    reference = (rng.normal(400, 120, size=(32, 32, 32)).clip(0, None) + 3 * seed).astype(np.float32)
+    reference = (rng.normal(400, 120, size=(32, 32, 32)).clip(0, None) + 3 * seed).astype(
+        np.float32
+    )
     expected = sitk_match(source, reference)
     landmarks = compute_landmarks(reference.transpose(2, 1, 0))  # voxel order does not matter
     assert np.abs(match_histogram(source, landmarks) - expected).max() <= 1e-3
@@ -113,16 +120,25 @@ def test_affine_reference_maps_affinely():
 
 def test_landmarks_fields():
     landmarks = template_landmarks("Template-Month24-T1w")
-    assert landmarks["levels"] == 1024 and landmarks["match_points"] == 7 and landmarks["threshold_at_mean"]
+    assert (
+        landmarks["levels"] == 1024
+        and landmarks["match_points"] == 7
+        and landmarks["threshold_at_mean"]
+    )
     assert len(landmarks["quantiles"]) == 7
     assert landmarks["minimum"] <= landmarks["threshold"] < min(landmarks["quantiles"])
-    assert np.all(np.diff(landmarks["quantiles"]) > 0) and max(landmarks["quantiles"]) < landmarks["maximum"]
+    assert (
+        np.all(np.diff(landmarks["quantiles"]) > 0)
+        and max(landmarks["quantiles"]) < landmarks["maximum"]
+    )
     json.dumps(landmarks)  # serialisable for provenance records
     assert template_landmarks("Template-Month24-T1w.nii.gz") == landmarks
 
 
 def test_unknown_template_is_a_clear_error():
-    with pytest.raises(LandmarksError, match=r"unknown template 'Template-Month99-T1w'.*Template-Month24-T1w"):
+    with pytest.raises(
+        LandmarksError, match=r"unknown template 'Template-Month99-T1w'.*Template-Month24-T1w"
+    ):
         template_landmarks("Template-Month99-T1w")
 
 

@@ -17,7 +17,9 @@ def test_window_maps_percentiles_of_nonzero_voxels():
     out = window_intensities(data)
     lo, hi = np.percentile(values, [0.001, 99.999])
     assert out.dtype == np.float32 and out.shape == data.shape
-    np.testing.assert_allclose(out[:100_000], np.clip((values - lo) / (hi - lo) * 1000, 0, 1000), atol=1e-3)
+    np.testing.assert_allclose(
+        out[:100_000], np.clip((values - lo) / (hi - lo) * 1000, 0, 1000), atol=1e-3
+    )
     assert np.all(out[100_000:] == 0)
     # The zeros do not take part: the same mapping without them.
     np.testing.assert_array_equal(window_intensities(values), out[:100_000])
@@ -98,7 +100,9 @@ def test_skull_add_back_on_synthetic_head():
     np.testing.assert_array_equal(out[~mask], head[~mask].astype(np.float32))
     # Inside, the intensities are back on the original brain's scale.
     for q in (3, 5, 10, 25, 50, 75, 95, 99):
-        assert abs(np.percentile(out[mask], q) - np.percentile(brain, q)) < 0.01 * np.percentile(brain, 95)
+        assert abs(np.percentile(out[mask], q) - np.percentile(brain, q)) < 0.01 * np.percentile(
+            brain, 95
+        )
     assert np.corrcoef(out[mask], brain)[0, 1] > 0.99
     # Without matching the enhanced brain would be off-scale against the skull.
     assert abs(np.median(enhanced[mask]) - np.median(brain)) > 0.1 * np.median(brain)

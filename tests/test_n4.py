@@ -28,7 +28,9 @@ def real_brain() -> nib.Nifti1Image:
 def test_removes_synthetic_bias_from_real_brain(real_brain):
     clean = np.asarray(real_brain.dataobj)
     field = smooth_field(clean.shape)
-    biased = nib.Nifti1Image((clean * field).astype(np.float32), real_brain.affine, real_brain.header)
+    biased = nib.Nifti1Image(
+        (clean * field).astype(np.float32), real_brain.affine, real_brain.header
+    )
     out = n4_bias_correct(biased, shrink_factor=2)
     corrected = np.asarray(out.dataobj)
     brain = clean > 0
@@ -51,8 +53,11 @@ def test_mask_limits_the_fit(real_brain):
     biased = nib.Nifti1Image((clean * field).astype(np.float32), real_brain.affine)
     half = np.zeros(clean.shape, dtype=bool)
     half[: clean.shape[0] // 2] = True
-    with_mask = np.asarray(n4_bias_correct(biased, mask=half & (clean > 0), shrink_factor=2,
-                                           iterations=(20, 20)).dataobj)
+    with_mask = np.asarray(
+        n4_bias_correct(
+            biased, mask=half & (clean > 0), shrink_factor=2, iterations=(20, 20)
+        ).dataobj
+    )
     without = np.asarray(n4_bias_correct(biased, shrink_factor=2, iterations=(20, 20)).dataobj)
     assert not np.allclose(with_mask, without)
     # The output covers the whole image, fitted or not.

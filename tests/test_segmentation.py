@@ -7,7 +7,12 @@ import csv
 import numpy as np
 import pytest
 
-from bmex_wf.utils.segmentation import LABELS, class_probabilities, labels_from_scores, write_label_table
+from bmex_wf.utils.segmentation import (
+    LABELS,
+    class_probabilities,
+    labels_from_scores,
+    write_label_table,
+)
 
 
 def test_labels_order():
@@ -37,8 +42,8 @@ def test_large_scores_do_not_overflow():
 
 def test_labels_are_argmax_uint8_ties_to_lower_label():
     scores = np.zeros((4, 3))
-    scores[3, 0] = 2.0   # WM
-    scores[1, 1] = 1.0   # CSF
+    scores[3, 0] = 2.0  # WM
+    scores[1, 1] = 1.0  # CSF
     scores[[2, 3], 2] = 5.0  # tie GM/WM -> GM
     labels = labels_from_scores(scores)
     assert labels.dtype == np.uint8
@@ -64,4 +69,9 @@ def test_label_table(tmp_path):
         rows = list(csv.DictReader(handle, delimiter="\t"))
     assert list(rows[0]) == ["index", "name", "abbreviation"]
     assert {int(r["index"]): r["abbreviation"] for r in rows} == LABELS
-    assert [r["name"] for r in rows] == ["Background", "Cerebrospinal Fluid", "Gray Matter", "White Matter"]
+    assert [r["name"] for r in rows] == [
+        "Background",
+        "Cerebrospinal Fluid",
+        "Gray Matter",
+        "White Matter",
+    ]

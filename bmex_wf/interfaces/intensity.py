@@ -43,9 +43,13 @@ def _same_grid(img, reference, path, reference_path) -> None:
 
     from ..utils.validation import ImageError
 
-    if img.shape[:3] != reference.shape[:3] or not np.allclose(img.affine, reference.affine, atol=1e-4):
-        raise ImageError(f"{path}: grid (shape {img.shape[:3]}) differs from that of {reference_path} "
-                         f"(shape {reference.shape[:3]}); resample it first")
+    if img.shape[:3] != reference.shape[:3] or not np.allclose(
+        img.affine, reference.affine, atol=1e-4
+    ):
+        raise ImageError(
+            f"{path}: grid (shape {img.shape[:3]}) differs from that of {reference_path} "
+            f"(shape {reference.shape[:3]}); resample it first"
+        )
 
 
 def _save(data, reference, in_file, suffix, cwd) -> str:
@@ -67,10 +71,20 @@ def _as_image_error(path, exc: ValueError):
 # --------------------------------------------------------------------------------------
 class _WindowIntensitiesInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="3-D image to rescale")
-    lower_percentile = traits.Range(0.0, 100.0, 0.001, usedefault=True,
-                                    desc="percentile of the finite non-zero voxels mapped to 0")
-    upper_percentile = traits.Range(0.0, 100.0, 99.999, usedefault=True,
-                                    desc="percentile of the finite non-zero voxels mapped to out_max")
+    lower_percentile = traits.Range(
+        0.0,
+        100.0,
+        0.001,
+        usedefault=True,
+        desc="percentile of the finite non-zero voxels mapped to 0",
+    )
+    upper_percentile = traits.Range(
+        0.0,
+        100.0,
+        99.999,
+        usedefault=True,
+        desc="percentile of the finite non-zero voxels mapped to out_max",
+    )
     out_max = traits.Float(1000.0, usedefault=True, desc="output value of the upper percentile")
 
 
@@ -91,8 +105,12 @@ class WindowIntensities(SimpleInterface):
 
         img = _read(self.inputs.in_file, validate=True)
         try:
-            data = window_intensities(np.asanyarray(img.dataobj), self.inputs.lower_percentile,
-                                      self.inputs.upper_percentile, self.inputs.out_max)
+            data = window_intensities(
+                np.asanyarray(img.dataobj),
+                self.inputs.lower_percentile,
+                self.inputs.upper_percentile,
+                self.inputs.out_max,
+            )
         except ValueError as exc:
             raise _as_image_error(self.inputs.in_file, exc) from None
         self._results["out_file"] = _save(data, img, self.inputs.in_file, "_windowed", runtime.cwd)
@@ -102,10 +120,19 @@ class WindowIntensities(SimpleInterface):
 # --------------------------------------------------------------------------------------
 class _N4BiasCorrectionInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="3-D image to correct")
-    in_mask = File(exists=True, desc="mask of the voxels the bias field is fitted on (default: voxels > 0)")
-    shrink_factor = traits.Range(1, 16, 4, usedefault=True, desc="shrink factor of the image the field is fitted on")
-    iterations = traits.List(traits.Int(min=1), value=[50, 50, 30, 20], usedefault=True, minlen=1,
-                             desc="maximum iterations per fitting level (the release's schedule)")
+    in_mask = File(
+        exists=True, desc="mask of the voxels the bias field is fitted on (default: voxels > 0)"
+    )
+    shrink_factor = traits.Range(
+        1, 16, 4, usedefault=True, desc="shrink factor of the image the field is fitted on"
+    )
+    iterations = traits.List(
+        traits.Int(min=1),
+        value=[50, 50, 30, 20],
+        usedefault=True,
+        minlen=1,
+        desc="maximum iterations per fitting level (the release's schedule)",
+    )
     num_threads = traits.Int(1, usedefault=True, nohash=True, desc="threads for SimpleITK")
 
 
@@ -127,22 +154,35 @@ class N4BiasCorrection(SimpleInterface):
         img = _read(self.inputs.in_file)
         mask = _read_mask(self.inputs.in_mask, img) if isdefined(self.inputs.in_mask) else None
         try:
-            out = n4_bias_correct(img, mask=mask, shrink_factor=self.inputs.shrink_factor,
-                                  iterations=self.inputs.iterations, num_threads=self.inputs.num_threads)
+            out = n4_bias_correct(
+                img,
+                mask=mask,
+                shrink_factor=self.inputs.shrink_factor,
+                iterations=self.inputs.iterations,
+                num_threads=self.inputs.num_threads,
+            )
         except ValueError as exc:
             raise _as_image_error(self.inputs.in_file, exc) from None
-        self._results["out_file"] = _save(np.asanyarray(out.dataobj), img, self.inputs.in_file, "_n4",
-                                          runtime.cwd)
+        self._results["out_file"] = _save(
+            np.asanyarray(out.dataobj), img, self.inputs.in_file, "_n4", runtime.cwd
+        )
         return runtime
 
 
 # --------------------------------------------------------------------------------------
 class _HistogramMatchInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="3-D image to match")
-    template = traits.Str(xor=["landmarks_file"], mandatory=True,
-                          desc="template whose shipped landmarks are the reference, e.g. Template-Month24-T1w")
-    landmarks_file = File(exists=True, xor=["template"], mandatory=True,
-                          desc="JSON file of reference landmarks (as written by compute_landmarks)")
+    template = traits.Str(
+        xor=["landmarks_file"],
+        mandatory=True,
+        desc="template whose shipped landmarks are the reference, e.g. Template-Month24-T1w",
+    )
+    landmarks_file = File(
+        exists=True,
+        xor=["template"],
+        mandatory=True,
+        desc="JSON file of reference landmarks (as written by compute_landmarks)",
+    )
     levels = traits.Int(1024, usedefault=True, desc="number of histogram levels")
     match_points = traits.Int(7, usedefault=True, desc="number of match points")
 
@@ -173,19 +213,27 @@ class HistogramMatch(SimpleInterface):
             try:
                 reference = json.loads(Path(self.inputs.landmarks_file).read_text())
             except (OSError, ValueError) as exc:
-                raise _as_image_error(self.inputs.landmarks_file, ValueError(f"not a landmarks JSON ({exc})")) from None
+                raise _as_image_error(
+                    self.inputs.landmarks_file, ValueError(f"not a landmarks JSON ({exc})")
+                ) from None
             source_name = str(self.inputs.landmarks_file)
         img = _read(self.inputs.in_file)
         data = np.asanyarray(img.dataobj)
         try:
-            matched, source = match_histogram(data, reference, self.inputs.levels, self.inputs.match_points,
-                                              return_landmarks=True)
+            matched, source = match_histogram(
+                data, reference, self.inputs.levels, self.inputs.match_points, return_landmarks=True
+            )
         except ValueError as exc:
             raise _as_image_error(self.inputs.in_file, exc) from None
-        self._results["out_file"] = _save(matched, img, self.inputs.in_file, "_histmatch", runtime.cwd)
+        self._results["out_file"] = _save(
+            matched, img, self.inputs.in_file, "_histmatch", runtime.cwd
+        )
         record = Path(runtime.cwd) / "histogram_landmarks.json"
-        record.write_text(json.dumps({"reference_name": source_name, "reference": reference,
-                                      "source": source}, indent=1))
+        record.write_text(
+            json.dumps(
+                {"reference_name": source_name, "reference": reference, "source": source}, indent=1
+            )
+        )
         self._results["out_landmarks"] = str(record)
         return runtime
 
@@ -194,12 +242,17 @@ class HistogramMatch(SimpleInterface):
 class _SkullAddBackInputSpec(BaseInterfaceInputSpec):
     in_enhanced = File(exists=True, mandatory=True, desc="enhanced brain on the original grid")
     in_original = File(exists=True, mandatory=True, desc="original whole-head image")
-    in_mask = File(exists=True, mandatory=True, desc="brain mask (resampled onto the original grid if needed)")
+    in_mask = File(
+        exists=True, mandatory=True, desc="brain mask (resampled onto the original grid if needed)"
+    )
 
 
 class _SkullAddBackOutputSpec(TraitedSpec):
-    out_file = File(exists=True, desc="whole-head image: enhanced brain in the original's intensities, "
-                                      "original voxels outside the mask")
+    out_file = File(
+        exists=True,
+        desc="whole-head image: enhanced brain in the original's intensities, "
+        "original voxels outside the mask",
+    )
 
 
 class SkullAddBack(SimpleInterface):
@@ -218,26 +271,35 @@ class SkullAddBack(SimpleInterface):
         _same_grid(enhanced, original, self.inputs.in_enhanced, self.inputs.in_original)
         mask = _read_mask(self.inputs.in_mask, original)
         try:
-            data = add_skull_back(np.asanyarray(enhanced.dataobj), np.asanyarray(original.dataobj), mask)
+            data = add_skull_back(
+                np.asanyarray(enhanced.dataobj), np.asanyarray(original.dataobj), mask
+            )
         except ValueError as exc:
             raise _as_image_error(self.inputs.in_enhanced, exc) from None
-        self._results["out_file"] = _save(data, original, self.inputs.in_enhanced, "_wholehead", runtime.cwd)
+        self._results["out_file"] = _save(
+            data, original, self.inputs.in_enhanced, "_wholehead", runtime.cwd
+        )
         return runtime
 
 
 # --------------------------------------------------------------------------------------
 class _QualityIndexInputSpec(BaseInterfaceInputSpec):
-    in_original = File(exists=True, mandatory=True,
-                       desc="original image histogram-matched to the age template")
+    in_original = File(
+        exists=True, mandatory=True, desc="original image histogram-matched to the age template"
+    )
     in_enhanced = File(exists=True, mandatory=True, desc="enhanced image on the same grid")
-    in_dseg = File(exists=True, mandatory=True, desc="tissue labels on the same grid (2 = GM, 3 = WM)")
+    in_dseg = File(
+        exists=True, mandatory=True, desc="tissue labels on the same grid (2 = GM, 3 = WM)"
+    )
 
 
 class _QualityIndexOutputSpec(TraitedSpec):
     qi = traits.Float(desc="quality index TCT(original) / TCT(enhanced); NaN if undefined")
     tct_before = traits.Float(desc="GM/WM tissue contrast of the original (matched) image")
     tct_after = traits.Float(desc="GM/WM tissue contrast of the enhanced image")
-    out_report = File(exists=True, desc="JSON with qi, tct_before and tct_after (null when undefined)")
+    out_report = File(
+        exists=True, desc="JSON with qi, tct_before and tct_after (null when undefined)"
+    )
 
 
 class QualityIndex(SimpleInterface):
@@ -260,28 +322,48 @@ class QualityIndex(SimpleInterface):
         dseg = _read(self.inputs.in_dseg)
         _same_grid(enhanced, original, self.inputs.in_enhanced, self.inputs.in_original)
         _same_grid(dseg, original, self.inputs.in_dseg, self.inputs.in_original)
-        report = quality_report(np.asanyarray(original.dataobj), np.asanyarray(enhanced.dataobj),
-                                np.rint(np.asanyarray(dseg.dataobj)).astype(np.int16))
+        report = quality_report(
+            np.asanyarray(original.dataobj),
+            np.asanyarray(enhanced.dataobj),
+            np.rint(np.asanyarray(dseg.dataobj)).astype(np.int16),
+        )
         self._results.update(report)
         out = Path(runtime.cwd) / "quality.json"
-        out.write_text(json.dumps({k: (round(v, 4) if math.isfinite(v) else None) for k, v in report.items()},
-                                  indent=1))
+        out.write_text(
+            json.dumps(
+                {k: (round(v, 4) if math.isfinite(v) else None) for k, v in report.items()},
+                indent=1,
+            )
+        )
         self._results["out_report"] = str(out)
         return runtime
 
 
 # --------------------------------------------------------------------------------------
 class _TissueSegmentationInputSpec(BaseInterfaceInputSpec):
-    in_scores = File(exists=True, xor=["in_score_files"], mandatory=True,
-                     desc="4-D image of the 4 class scores (BG, CSF, GM, WM) on its last axis")
-    in_score_files = InputMultiObject(File(exists=True), xor=["in_scores"], mandatory=True, minlen=4, maxlen=4,
-                                      desc="the 4 class-score maps (BG, CSF, GM, WM) as 3-D images")
+    in_scores = File(
+        exists=True,
+        xor=["in_score_files"],
+        mandatory=True,
+        desc="4-D image of the 4 class scores (BG, CSF, GM, WM) on its last axis",
+    )
+    in_score_files = InputMultiObject(
+        File(exists=True),
+        xor=["in_scores"],
+        mandatory=True,
+        minlen=4,
+        maxlen=4,
+        desc="the 4 class-score maps (BG, CSF, GM, WM) as 3-D images",
+    )
 
 
 class _TissueSegmentationOutputSpec(TraitedSpec):
-    out_dseg = File(exists=True, desc="uint8 label map (0 BG, 1 CSF, 2 GM, 3 WM): argmax of the scores")
-    out_probseg = OutputMultiObject(File(exists=True),
-                                    desc="probability maps of CSF, GM and WM (softmax of the scores)")
+    out_dseg = File(
+        exists=True, desc="uint8 label map (0 BG, 1 CSF, 2 GM, 3 WM): argmax of the scores"
+    )
+    out_probseg = OutputMultiObject(
+        File(exists=True), desc="probability maps of CSF, GM and WM (softmax of the scores)"
+    )
     out_label_table = File(exists=True, desc="BIDS dseg.tsv look-up table of the labels")
 
 
@@ -296,8 +378,13 @@ class TissueSegmentation(SimpleInterface):
 
         import numpy as np
 
-        from ..utils.segmentation import LABELS, PROBSEG_LABELS, class_probabilities, labels_from_scores
-        from ..utils.segmentation import write_label_table
+        from ..utils.segmentation import (
+            LABELS,
+            PROBSEG_LABELS,
+            class_probabilities,
+            labels_from_scores,
+            write_label_table,
+        )
         from ..utils.validation import ImageError
 
         if isdefined(self.inputs.in_scores):
@@ -317,16 +404,26 @@ class TissueSegmentation(SimpleInterface):
 
         self._results["out_dseg"] = _save(labels, reference, in_file, "_dseg", runtime.cwd)
         self._results["out_probseg"] = [
-            _save(probabilities[label], reference, in_file, f"_label-{LABELS[label]}_probseg", runtime.cwd)
+            _save(
+                probabilities[label],
+                reference,
+                in_file,
+                f"_label-{LABELS[label]}_probseg",
+                runtime.cwd,
+            )
             for label in PROBSEG_LABELS
         ]
-        table = fname_presuffix(in_file, suffix="_dseg", newpath=runtime.cwd, use_ext=False) + ".tsv"
+        table = (
+            fname_presuffix(in_file, suffix="_dseg", newpath=runtime.cwd, use_ext=False) + ".tsv"
+        )
         self._results["out_label_table"] = str(write_label_table(Path(table)))
         return runtime
 
     @staticmethod
     def _read_4d(path):
         """(3-D reference image, (4, x, y, z) float32 scores) from a 4-D class-score file."""
+        import zlib
+
         import nibabel as nib
         import numpy as np
 
@@ -335,9 +432,19 @@ class TissueSegmentation(SimpleInterface):
         try:
             img = nib.load(str(path))
             data = np.asarray(img.dataobj, dtype=np.float32)
-        except Exception as exc:  # nibabel raises many types for foreign or truncated files
+        except (
+            OSError,
+            EOFError,
+            ValueError,
+            zlib.error,
+            nib.filebasedimages.ImageFileError,
+        ) as exc:
             raise ImageError(f"{path}: not a readable 4-D class-score image ({exc})") from None
         if data.ndim != 4 or data.shape[3] != 4:
-            raise ImageError(f"{path}: expected 4 class-score volumes on the 4th axis, got shape {data.shape}")
-        reference = nib.Nifti1Image(data[..., 0], img.affine, nib.Nifti1Header.from_header(img.header))
+            raise ImageError(
+                f"{path}: expected 4 class-score volumes on the 4th axis, got shape {data.shape}"
+            )
+        reference = nib.Nifti1Image(
+            data[..., 0], img.affine, nib.Nifti1Header.from_header(img.header)
+        )
         return reference, np.moveaxis(data, 3, 0)

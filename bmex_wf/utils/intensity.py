@@ -59,7 +59,9 @@ def window_intensities(
         float32 array of the input's shape.
     """
     if not 0.0 <= lower_pct < upper_pct <= 100.0:
-        raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {lower_pct}, {upper_pct}")
+        raise ValueError(
+            f"percentiles must satisfy 0 <= lower < upper <= 100, got {lower_pct}, {upper_pct}"
+        )
     data = np.asarray(data)
     lo, hi = _window_bounds(data, lower_pct, upper_pct)
     LOGGER.debug("intensity window %g..%g -> 0..%g", lo, hi, out_max)
@@ -132,7 +134,9 @@ def compute_landmarks(
     mins, maxs = _bin_edges(threshold, vmax, vmin, levels)
     counts = _bin_counts(values, threshold, vmax, mins)
     delta = 1.0 / (match_points + 1.0)
-    quantiles = [_histogram_quantile(counts, mins, maxs, j * delta) for j in range(1, match_points + 1)]
+    quantiles = [
+        _histogram_quantile(counts, mins, maxs, j * delta) for j in range(1, match_points + 1)
+    ]
     return {
         "minimum": float(vmin),
         "maximum": float(vmax),
@@ -144,8 +148,9 @@ def compute_landmarks(
     }
 
 
-def _bin_edges(lower: np.float32, upper: np.float32, true_min: np.float32,
-               levels: int) -> tuple[np.ndarray, np.ndarray]:
+def _bin_edges(
+    lower: np.float32, upper: np.float32, true_min: np.float32, levels: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Bin minima and maxima in float32, as ``Histogram::Initialize`` builds them."""
     f32 = np.float32
     interval = (f32(upper) - f32(lower)) / f32(levels)
@@ -158,7 +163,9 @@ def _bin_edges(lower: np.float32, upper: np.float32, true_min: np.float32,
     return mins, maxs
 
 
-def _bin_counts(values: np.ndarray, lower: np.float32, upper: np.float32, mins: np.ndarray) -> np.ndarray:
+def _bin_counts(
+    values: np.ndarray, lower: np.float32, upper: np.float32, mins: np.ndarray
+) -> np.ndarray:
     """Counts of the values in ``[lower, upper]`` per bin (bin = last minimum <= value)."""
     inside = values[(values >= lower) & (values <= upper)]
     index = np.searchsorted(mins, inside, side="right") - 1
@@ -226,10 +233,15 @@ def match_histogram(
     """
     _check_landmarks(landmarks, levels, match_points)
     values = np.asarray(data, dtype=np.float32)
-    source = compute_landmarks(values, levels, match_points, landmarks.get("threshold_at_mean", True))
-    src_table = np.array([source["threshold"], *source["quantiles"], source["maximum"]], dtype=np.float64)
-    ref_table = np.array([landmarks["threshold"], *landmarks["quantiles"], landmarks["maximum"]],
-                         dtype=np.float64)
+    source = compute_landmarks(
+        values, levels, match_points, landmarks.get("threshold_at_mean", True)
+    )
+    src_table = np.array(
+        [source["threshold"], *source["quantiles"], source["maximum"]], dtype=np.float64
+    )
+    ref_table = np.array(
+        [landmarks["threshold"], *landmarks["quantiles"], landmarks["maximum"]], dtype=np.float64
+    )
     n_points = src_table.size
     gradients = np.zeros(n_points - 1)
     for j in range(n_points - 1):
@@ -237,7 +249,9 @@ def match_histogram(
         if not _almost_zero(denominator):
             gradients[j] = (ref_table[j + 1] - ref_table[j]) / denominator
     denominator = src_table[0] - source["minimum"]
-    lower_gradient = 0.0 if _almost_zero(denominator) else (ref_table[0] - landmarks["minimum"]) / denominator
+    lower_gradient = (
+        0.0 if _almost_zero(denominator) else (ref_table[0] - landmarks["minimum"]) / denominator
+    )
 
     # Per segment: reference base value, source base value, gradient. Segment 0 lies below
     # the source threshold, segment n_points at or above the source maximum (ITK's upper
@@ -269,9 +283,12 @@ def _check_landmarks(landmarks: dict, levels: int, match_points: int) -> None:
         raise LandmarksError(f"histogram landmarks lack {sorted(missing)}")
     if len(landmarks["quantiles"]) != match_points:
         raise LandmarksError(
-            f"landmarks have {len(landmarks['quantiles'])} quantiles but {match_points} match points were asked")
+            f"landmarks have {len(landmarks['quantiles'])} quantiles but {match_points} match points were asked"
+        )
     if landmarks.get("levels", levels) != levels:
-        raise LandmarksError(f"landmarks were computed with {landmarks['levels']} histogram levels, not {levels}")
+        raise LandmarksError(
+            f"landmarks were computed with {landmarks['levels']} histogram levels, not {levels}"
+        )
 
 
 @lru_cache(maxsize=1)
@@ -296,5 +313,7 @@ def template_landmarks(name: str) -> dict:
     table = _load_landmarks_table()["templates"]
     key = name.removesuffix(".nii.gz")
     if key not in table:
-        raise LandmarksError(f"unknown template {name!r}; known templates: {', '.join(sorted(table))}")
+        raise LandmarksError(
+            f"unknown template {name!r}; known templates: {', '.join(sorted(table))}"
+        )
     return dict(table[key])

@@ -65,7 +65,9 @@ def n4_bias_correct(
     if data.ndim != 3:
         raise ValueError(f"N4 needs a 3-D image, got shape {data.shape}")
     if shrink_factor < 1 or not iterations or min(iterations) < 1:
-        raise ValueError(f"invalid N4 settings: shrink_factor={shrink_factor}, iterations={tuple(iterations)}")
+        raise ValueError(
+            f"invalid N4 settings: shrink_factor={shrink_factor}, iterations={tuple(iterations)}"
+        )
     fit_mask = _fit_mask(data, mask)
     zooms = img.header.get_zooms()[:3]
     image = _to_sitk(data, zooms)
@@ -82,8 +84,12 @@ def n4_bias_correct(
     corrector.Execute(small, small_mask)
     log_field = sitk.GetArrayFromImage(corrector.GetLogBiasFieldAsImage(image)).transpose(2, 1, 0)
     corrected = (data / np.exp(log_field)).astype(np.float32)
-    LOGGER.info("N4 (shrink %s, iterations %s) took %.1f s", factors, list(iterations),
-                time.perf_counter() - start)
+    LOGGER.info(
+        "N4 (shrink %s, iterations %s) took %.1f s",
+        factors,
+        list(iterations),
+        time.perf_counter() - start,
+    )
 
     header = img.header.copy()
     header.set_data_dtype(np.float32)
@@ -102,5 +108,7 @@ def _fit_mask(data: np.ndarray, mask) -> np.ndarray:
             raise ValueError(f"N4 mask shape {fit.shape} differs from the image shape {data.shape}")
         fit &= data > 0
     if not fit.any():
-        raise ValueError("N4 has no voxel to fit: the mask (or the positive part of the image) is empty")
+        raise ValueError(
+            "N4 has no voxel to fit: the mask (or the positive part of the image) is empty"
+        )
     return fit

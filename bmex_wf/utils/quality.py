@@ -38,18 +38,26 @@ def tissue_contrast(data: np.ndarray, labels: np.ndarray) -> float:
     data = np.asarray(data)
     labels = np.asarray(labels)
     if data.shape != labels.shape:
-        raise ValueError(f"image shape {data.shape} differs from the label map shape {labels.shape}")
+        raise ValueError(
+            f"image shape {data.shape} differs from the label map shape {labels.shape}"
+        )
     gm = data[labels == GM_LABEL].astype(np.float64)
     wm = data[labels == WM_LABEL].astype(np.float64)
     missing = [name for name, values in (("GM (2)", gm), ("WM (3)", wm)) if values.size == 0]
     if missing:
-        warnings.warn(f"tissue contrast undefined: no voxel labelled {' or '.join(missing)}", RuntimeWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"tissue contrast undefined: no voxel labelled {' or '.join(missing)}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return math.nan
     spread = math.sqrt(gm.var() + wm.var())
     if spread == 0:
-        warnings.warn("tissue contrast undefined: GM and WM intensities have zero spread", RuntimeWarning,
-                      stacklevel=2)
+        warnings.warn(
+            "tissue contrast undefined: GM and WM intensities have zero spread",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return math.nan
     return abs(gm.mean() - wm.mean()) / spread
 
@@ -57,8 +65,11 @@ def tissue_contrast(data: np.ndarray, labels: np.ndarray) -> float:
 def quality_index(tct_before: float, tct_after: float) -> float:
     """QI = TCT(original matched to the template) / TCT(enhanced); NaN if undefined."""
     if not (math.isfinite(tct_before) and math.isfinite(tct_after)) or tct_after == 0:
-        warnings.warn(f"quality index undefined for TCT before {tct_before}, after {tct_after}", RuntimeWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"quality index undefined for TCT before {tct_before}, after {tct_after}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return math.nan
     return tct_before / tct_after
 
@@ -68,5 +79,7 @@ def quality_report(original_matched: np.ndarray, enhanced: np.ndarray, labels: n
     before = tissue_contrast(original_matched, labels)
     after = tissue_contrast(enhanced, labels)
     # An undefined TCT has been warned about already.
-    qi = quality_index(before, after) if math.isfinite(before) and math.isfinite(after) else math.nan
+    qi = (
+        quality_index(before, after) if math.isfinite(before) and math.isfinite(after) else math.nan
+    )
     return {"tct_before": before, "tct_after": after, "qi": qi}

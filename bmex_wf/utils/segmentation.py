@@ -18,7 +18,9 @@ PROBSEG_LABELS = (1, 2, 3)
 def _check_scores(scores: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores)
     if scores.ndim < 2 or scores.shape[0] != len(LABELS):
-        raise ValueError(f"class scores must have {len(LABELS)} channels on axis 0, got shape {scores.shape}")
+        raise ValueError(
+            f"class scores must have {len(LABELS)} channels on axis 0, got shape {scores.shape}"
+        )
     if not np.all(np.isfinite(scores)):
         raise ValueError("class scores contain non-finite values")
     return scores

@@ -11,7 +11,9 @@ from bmex_wf.utils.intensity import HISTOGRAM_LEVELS, compute_landmarks, match_h
 SKULL_MATCH_POINTS = 31
 
 
-def add_skull_back(enhanced_brain: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def add_skull_back(
+    enhanced_brain: np.ndarray, original: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
     """Whole-head image: the enhanced brain in the original's intensity scale, the original outside.
 
     Inside the mask, the enhanced brain is histogram-matched (ITK semantics with
@@ -38,11 +40,17 @@ def add_skull_back(enhanced_brain: np.ndarray, original: np.ndarray, mask: np.nd
     original = np.asarray(original)
     mask = np.asarray(mask) > 0
     if not enhanced_brain.shape == original.shape == mask.shape:
-        raise ValueError(f"shapes differ: enhanced {enhanced_brain.shape}, original {original.shape}, "
-                         f"mask {mask.shape}")
+        raise ValueError(
+            f"shapes differ: enhanced {enhanced_brain.shape}, original {original.shape}, "
+            f"mask {mask.shape}"
+        )
     if not mask.any():
         raise ValueError("the brain mask is empty")
-    reference = compute_landmarks(original[mask], HISTOGRAM_LEVELS, SKULL_MATCH_POINTS, threshold_at_mean=False)
+    reference = compute_landmarks(
+        original[mask], HISTOGRAM_LEVELS, SKULL_MATCH_POINTS, threshold_at_mean=False
+    )
     out = original.astype(np.float32)
-    out[mask] = match_histogram(enhanced_brain[mask], reference, HISTOGRAM_LEVELS, SKULL_MATCH_POINTS)
+    out[mask] = match_histogram(
+        enhanced_brain[mask], reference, HISTOGRAM_LEVELS, SKULL_MATCH_POINTS
+    )
     return out
