@@ -121,10 +121,15 @@ def models(tmp_path):
     return folder
 
 
-def _run(small_bids, tmp_path, models, *extra):
+def _run(small_bids, tmp_path, models, *extra, multiproc=False):
+    """Run the app; Linear plugin unless ``multiproc`` (MultiProc's start-up is slow)."""
     out, work = tmp_path / "out", tmp_path / "work"
     argv = [str(small_bids), str(out), "participant", "-w", str(work), "--models-dir", str(models),
             "--nprocs", "2", "--omp-nthreads", "1", "--device", "cpu", *extra]
+    if not multiproc and "--use-plugin" not in extra:
+        linear = tmp_path / "linear.yml"
+        linear.write_text("plugin: Linear\n")
+        argv += ["--use-plugin", str(linear)]
     return cli_main(argv), out, work
 
 
@@ -136,7 +141,7 @@ def _outputs(out: Path, rel: str, contrast: str) -> list[Path]:
 
 def test_participant_run_isolates_failures(small_bids, tmp_path, models, fake_base, caplog):
     fake_base("sub-01_run-2")
-    code, out, work = _run(small_bids, tmp_path, models)
+    code, out, work = _run(small_bids, tmp_path, models, multiproc=True)
     assert code == 1
     ok = [("sub-01/anat/sub-01_run-1_T1w.nii.gz", "T1w"), ("sub-02/anat/sub-02_T1w.nii.gz", "T1w"),
           ("sub-02/anat/sub-02_T2w.nii.gz", "T2w")]
@@ -178,6 +183,12 @@ def test_stop_on_first_crash(small_bids, tmp_path, models, fake_base, caplog):
     assert code == 1
     assert not (out / "sub-01").exists()  # sub-03's missing age stopped the run before it
     assert "--age-months" in caplog.text
+    fake_base("sub-01_run-1")
+    code, out, _ = _run(small_bids, tmp_path, models, "--stop-on-first-crash",
+                        "--participant-label", "01", "02")
+    assert code == 1
+    done = [p.name for p in out.rglob("*_desc-enhanced_*.nii.gz")]
+    assert len(done) < 4  # the crash stopped the run before every image was processed
 
 
 def test_missing_model_fails_clearly(small_bids, tmp_path, models, fake_base, caplog):

@@ -368,7 +368,11 @@ def run_participant(cfg: RunConfig) -> int:
     cfg.work_dir.mkdir(parents=True, exist_ok=True)
     LOGGER.info("Run %s: configuration written to %s", cfg.run_uuid, cfg.write())
     cfg.write(logs_dir / f"config-{cfg.run_uuid}.toml")
-    write_dataset_files(cfg.output_dir, cfg.bids_dir)
+    try:
+        write_dataset_files(cfg.output_dir, cfg.bids_dir)
+    except ValueError as exc:
+        LOGGER.error("%s", exc)
+        return 1
     if cfg.reports_only:
         return reports_only(cfg)
     if not cfg.skip_bids_validation:
