@@ -174,8 +174,11 @@ def test_all_ok_exit_zero_and_filters(small_bids, tmp_path, models, fake_base):
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == [".bidsignore", "dataset_description.json",
                                                      "dseg.tsv", "logs", "sub-02"]
-    code, out, _ = _run(small_bids, tmp_path, models, "--participant-label", "03", "--age-months", "adult")
-    assert code == 0 and (out / "sub-03").is_dir()
+    marker = tmp_path / "work" / "stale.txt"
+    marker.write_text("left by an earlier run")
+    code, out, _ = _run(small_bids, tmp_path, models, "--participant-label", "03", "--age-months", "adult",
+                        "--clean-workdir")
+    assert code == 0 and (out / "sub-03").is_dir() and not marker.exists()
 
 
 def test_stop_on_first_crash(small_bids, tmp_path, models, fake_base, caplog):
