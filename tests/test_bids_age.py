@@ -137,9 +137,9 @@ def test_multirow_mismatch_ignored_with_warning(tmp_path, caplog):
 def test_nonstandard_location_only_warns(tmp_path, caplog):
     files = {"sub-01/ses-A/anat/sub-01_ses-A_scans.tsv": "filename\tage_months\nsub-01_ses-A_T1w.nii.gz\t4\n"}
     root, image = _dataset(tmp_path, files)
-    with caplog.at_level(logging.WARNING, logger="bmex_wf.bids"):
-        with pytest.raises(AgeError, match="--age-months"):
-            lookup_age(root, image)
+    with caplog.at_level(logging.WARNING, logger="bmex_wf.bids"), \
+            pytest.raises(AgeError, match="--age-months"):
+        lookup_age(root, image)
     assert any("not at a standard BIDS location" in r.getMessage() for r in caplog.records)
 
 

@@ -96,8 +96,13 @@ def _enhance_model(group: str, contrast: str, models_dir):
 
 def plan_jobs(cfg: RunConfig, outcomes: dict) -> list:
     """One :class:`ImageJob` per image that can be processed; failures go to ``outcomes``."""
-    from ..utils.bids import (AgeError, age_from_override, find_images,
-                              find_precomputed_mask, lookup_age)
+    from ..utils.bids import (
+        AgeError,
+        age_from_override,
+        find_images,
+        find_precomputed_mask,
+        lookup_age,
+    )
     from ..workflows.participant import ImageJob
 
     images = find_images(cfg.bids_dir, cfg.participant_label, cfg.session_label,
@@ -146,9 +151,10 @@ def build_workflow(cfg: RunConfig, jobs: list, outcomes: dict):
     by_subject = defaultdict(list)
     for job in jobs:
         by_subject[job.subject].append(job)
-    settings = dict(output_dir=cfg.output_dir, bids_dir=cfg.bids_dir, models_dir=cfg.models_dir,
-                    mask_source=cfg.brain_mask_source, use_gpu=cfg.use_gpu,
-                    omp_nthreads=cfg.omp_nthreads, tiling=cfg.tiling, precision=cfg.precision)
+    settings = {"output_dir": cfg.output_dir, "bids_dir": cfg.bids_dir,
+                "models_dir": cfg.models_dir, "mask_source": cfg.brain_mask_source,
+                "use_gpu": cfg.use_gpu, "omp_nthreads": cfg.omp_nthreads, "tiling": cfg.tiling,
+                "precision": cfg.precision}
     built = []
     for subject, sub_jobs in by_subject.items():
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import toml
@@ -65,11 +65,11 @@ class RunConfig:
     stop_on_first_crash: bool = False
     resource_monitor: bool = False
     run_uuid: str = field(
-        default_factory=lambda: f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}_{uuid.uuid4()}")
+        default_factory=lambda: f"{datetime.now(UTC):%Y%m%d-%H%M%S}_{uuid.uuid4()}")
     version: str = __version__
 
     @classmethod
-    def from_namespace(cls, opts) -> "RunConfig":
+    def from_namespace(cls, opts) -> RunConfig:
         """Build from parsed arguments (unknown attributes ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in vars(opts).items() if k in names and v is not None}
@@ -98,7 +98,7 @@ class RunConfig:
         return atomic_write_text(path, toml.dumps(self.to_dict()))
 
     @classmethod
-    def load(cls, path) -> "RunConfig":
+    def load(cls, path) -> RunConfig:
         """Read a ``config.toml`` written by :meth:`write`."""
         return cls(**load_settings(path))
 

@@ -95,11 +95,11 @@ def load_plugin_file(path) -> tuple[str, dict]:
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"{path}: not a readable YAML file ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("plugin"), str):
-        raise ValueError(f"{path}: expected 'plugin: <Nipype plugin name>' "
+        raise ValueError(f"{path}: expected 'plugin: <Nipype plugin name>' "  # noqa: TRY004
                          "(and optionally 'plugin_args: {...}')")
     args = data.get("plugin_args") or {}
     if not isinstance(args, dict):
-        raise ValueError(f"{path}: 'plugin_args' must be a mapping")
+        raise ValueError(f"{path}: 'plugin_args' must be a mapping")  # noqa: TRY004
     from nipype.pipeline import plugins
 
     if not hasattr(plugins, f"{data['plugin']}Plugin"):

@@ -366,7 +366,7 @@ def validation_warnings(bids_dir, layout=None) -> list[str]:
     for path in sorted(bids_dir.rglob("*")):
         if path.is_file() and not any(part.startswith(".") for part in path.parts):
             rel = "/" + path.relative_to(bids_dir).as_posix()
-            if rel.startswith("/derivatives/") or rel.startswith("/sourcedata/"):
+            if rel.startswith(("/derivatives/", "/sourcedata/")):
                 continue
             if not validator.is_bids(rel):
                 warnings.append(f"{rel} is not a valid BIDS file name or location")
