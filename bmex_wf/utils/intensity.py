@@ -24,6 +24,8 @@ HISTOGRAM_LEVELS = 1024
 MATCH_POINTS = 7
 
 _LANDMARKS_FILE = "template_landmarks.json"
+#: Voxels mapped per step of :func:`match_histogram`.
+_CHUNK = 1 << 20
 
 
 class LandmarksError(ValueError):
@@ -259,10 +261,14 @@ def match_histogram(
     ref_base = np.concatenate([[landmarks["minimum"]], ref_table])
     src_base = np.concatenate([[source["minimum"]], src_table])
     slope = np.concatenate([[lower_gradient], gradients, [0.0]])
-    ref_base[-1] = landmarks["maximum"]
-    segment = _segments(values, src_table)
-    out = ref_base[segment] + (values.astype(np.float64) - src_base[segment]) * slope[segment]
-    out = out.astype(np.float32)
+    out = np.empty(values.shape, dtype=np.float32)
+    flat_in, flat_out = values.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_in.size, _CHUNK):  # chunks bound the float64 temporaries
+        chunk = flat_in[start : start + _CHUNK]
+        segment = _segments(chunk, src_table)
+        flat_out[start : start + _CHUNK] = (
+            ref_base[segment] + (chunk - src_base[segment]) * slope[segment]
+        )
     return (out, source) if return_landmarks else out
 
 
