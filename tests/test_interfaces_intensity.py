@@ -200,6 +200,28 @@ def test_histogram_match_unknown_template(tmp_path):
     )
 
 
+def test_histogram_match_bad_landmarks_file(tmp_path):
+    in_file = save(np.arange(216, dtype=np.float32).reshape(6, 6, 6), tmp_path / "img.nii.gz")
+    short = tmp_path / "short_landmarks.json"
+    short.write_text(json.dumps({"minimum": 0, "maximum": 1, "threshold": 0.5, "quantiles": [0.6]}))
+    assert_fails_cleanly(
+        HistogramMatch,
+        tmp_path,
+        r"short_landmarks\.json: landmarks have 1 quantiles",
+        in_file=in_file,
+        landmarks_file=str(short),
+    )
+    broken = tmp_path / "broken_landmarks.json"
+    broken.write_text("{not json")
+    assert_fails_cleanly(
+        HistogramMatch,
+        tmp_path,
+        r"broken_landmarks\.json: not a landmarks JSON",
+        in_file=in_file,
+        landmarks_file=str(broken),
+    )
+
+
 def test_skull_add_back_node(tmp_path):
     from bmex_wf.utils.synthetic import synthetic_head
 

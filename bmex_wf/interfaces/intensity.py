@@ -204,7 +204,7 @@ class HistogramMatch(SimpleInterface):
 
         import numpy as np
 
-        from ..utils.intensity import match_histogram, template_landmarks
+        from ..utils.intensity import LandmarksError, match_histogram, template_landmarks
 
         if isdefined(self.inputs.template):
             reference = template_landmarks(self.inputs.template)
@@ -223,6 +223,10 @@ class HistogramMatch(SimpleInterface):
             matched, source = match_histogram(
                 data, reference, self.inputs.levels, self.inputs.match_points, return_landmarks=True
             )
+        except LandmarksError as exc:  # the reference does not fit the settings
+            raise (
+                _as_image_error(source_name, exc) if isdefined(self.inputs.landmarks_file) else exc
+            ) from None
         except ValueError as exc:
             raise _as_image_error(self.inputs.in_file, exc) from None
         self._results["out_file"] = _save(
