@@ -3,7 +3,7 @@
 
 Usage::
 
-    python scripts/compute_template_landmarks.py [TEMPLATES_DIR] [-o OUTPUT]
+    PYTHONPATH=. python scripts/compute_template_landmarks.py [TEMPLATES_DIR] [-o OUTPUT]
 
 ``TEMPLATES_DIR`` defaults to ``../shared/data/templates``; every
 ``Template-*.nii.gz`` in it is read as float32 (the pixel type histogram
