@@ -36,7 +36,8 @@ RUN set -eu; \
     /opt/venv/bin/pip install --upgrade pip; \
     /opt/venv/bin/pip install --extra-index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"; \
     /opt/venv/bin/pip install /src; \
-    /opt/venv/bin/bmex-wf --version
+    /opt/venv/bin/bmex-wf --version; \
+    /opt/venv/bin/python -c "import bmex_wf.cli.bids_app, bmex_wf.utils.bids, bmex_wf.workflows.participant"
 
 # ---------------------------------------------------------------- runtime stage
 FROM ${BASE_IMAGE}

@@ -74,5 +74,7 @@ ctr=$(buildah "${STORAGE[@]}" from --pull=never "$TAG")
 trap 'buildah "${STORAGE[@]}" rm "$ctr" >/dev/null; cleanup' EXIT
 buildah "${STORAGE[@]}" run --isolation chroot "$ctr" -- bmex-wf --version
 buildah "${STORAGE[@]}" run --isolation chroot "$ctr" -- bmex-wf models
+buildah "${STORAGE[@]}" run --isolation chroot "$ctr" -- python3 -c \
+    "import bmex_wf.utils.bids, bmex_wf.workflows.participant, bmex_wf.interfaces.bids"
 buildah "${STORAGE[@]}" run --isolation chroot "$ctr" -- id -un | grep -qx bmex
 log "done: $TAG (bmex-wf --version and bmex-wf models ran inside the image)"
