@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
 from collections import defaultdict
@@ -454,6 +455,9 @@ def enhance_main(argv) -> int:
         cfg.plugin_args["memory_gb"] = cfg.mem_gb
     key = opts.in_file.name
     outcomes = {key: Outcome(key)}
+    # Reports are filed per subject: only for inputs named like BIDS files (sub-<label>_...).
+    named = re.match(r"sub-([A-Za-z0-9]+)_", key)
+    subject = named.group(1) if named else None
     try:
         job = ImageJob(path=opts.in_file, contrast=opts.contrast,
                        age=age_from_override(opts.age_months), mask=opts.mask)
@@ -462,7 +466,8 @@ def enhance_main(argv) -> int:
         workflow.add_nodes([init_image_wf(
             job=job, output_dir=cfg.output_dir, models_dir=cfg.models_dir,
             mask_source=cfg.brain_mask_source, use_gpu=cfg.use_gpu,
-            omp_nthreads=cfg.omp_nthreads, tiling=cfg.tiling, precision=cfg.precision)])
+            omp_nthreads=cfg.omp_nthreads, tiling=cfg.tiling, precision=cfg.precision,
+            reports=subject is not None)])
     except (FileNotFoundError, ValueError) as exc:
         outcomes[key].status, outcomes[key].reason = "failed", str(exc)
         return _summary(outcomes)
@@ -475,6 +480,8 @@ def enhance_main(argv) -> int:
     start = time.time()
     run_workflow(workflow, cfg)
     _collect(cfg, [job], outcomes, start, logs_dir)
+    if subject is not None and outcomes[key].status == "ok":
+        subject_reports(cfg, [subject])
     return _summary(outcomes)
 
 
