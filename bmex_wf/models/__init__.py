@@ -1,6 +1,7 @@
 """BME-X networks and inference in plain PyTorch (no Nipype import)."""
 
 from .checkpoints import CheckpointError, load_network, save_network
+from .inference import enhance_volume, resolve_device, skullstrip_volume
 from .networks import (
     OFFICIAL_WIDTH,
     EnhancementNetwork,
@@ -16,4 +17,7 @@ __all__ = [
     "build_network",
     "load_network",
     "save_network",
+    "enhance_volume",
+    "resolve_device",
+    "skullstrip_volume",
 ]
