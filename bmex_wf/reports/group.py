@@ -92,7 +92,7 @@ def _cell(value: Any) -> str:
     if value is None or value == "":
         return "n/a"
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return str(round(value, 4))
     return str(value).replace("\t", " ").replace("\n", " ")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from datetime import datetime, timezone
@@ -43,11 +44,11 @@ def _summary_metadata(subject: str, figures: Path) -> dict[str, Any]:
 
 
 def _subject_crash_files(logs_dir: Path, label: str, dest: Path) -> list[Path]:
-    """Link the crash files of ``logs_dir`` that name participant ``label`` into ``dest``."""
-    dest.mkdir(parents=True, exist_ok=True)
+    """Link the crash files of ``logs_dir`` (and ``logs_dir/sub-<label>``) naming ``label``."""
     pattern = re.compile(rf"sub[-_]{re.escape(label)}(?![a-zA-Z0-9])")
+    crashes = [*logs_dir.glob("crash*.*"), *(logs_dir / f"sub-{label}").glob("crash*.*")]
     linked = []
-    for crash in sorted(logs_dir.glob("crash*.*")) if logs_dir.is_dir() else []:
+    for crash in sorted(crashes):
         if pattern.search(crash.name) or pattern.search(crash.read_text(errors="replace")):
             link = dest / crash.name
             link.symlink_to(crash)
@@ -91,12 +92,16 @@ def generate_subject_report(output_dir: str | Path, subject: str, *,
         "bmex-wf version": __version__,
         "Report generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S %z"),
         "Run identifier": run_uuid or "n/a",
-        **({"Command": f"<code>{command}</code>"} if command else {}),
+        **({"Command": f"<code>{html.escape(command)}</code>"} if command else {}),
     }}
     final = subject_report(output_dir, label)
-    with TemporaryDirectory(prefix="bmex-report-") as tmp:
-        crash_dir = Path(tmp) / "crash"
-        _subject_crash_files(output_dir / "logs", label, crash_dir)
+    logs_dir = output_dir / "logs"
+    logs_dir.mkdir(exist_ok=True)
+    # nireports shows crash files by their path below OUTPUT_DIR: this participant's are
+    # linked into a short-lived hidden folder of logs/
+    with TemporaryDirectory(prefix="bmex-report-") as tmp, \
+            TemporaryDirectory(prefix=f".crash-sub-{label}-", dir=logs_dir) as crash_dir:
+        _subject_crash_files(logs_dir, label, Path(crash_dir))
         robj = Report(
             output_dir,
             run_uuid,
@@ -105,7 +110,7 @@ def generate_subject_report(output_dir: str | Path, subject: str, *,
             reportlets_dir=output_dir,
             plugins=[],
             metadata={"summary-meta": _summary_metadata(label, figures),
-                      "provenance-meta": provenance, "crash_dir": str(crash_dir)},
+                      "provenance-meta": provenance, "crash_dir": crash_dir},
             subject=label,
         )
         robj.template_path = report_template()
