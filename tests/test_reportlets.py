@@ -92,7 +92,8 @@ def test_display_grid_keeps_labels_and_passes_display_images_through(case, tmp_p
 
 
 def _svg(path) -> str:
-    text = open(path, encoding="utf-8").read()
+    with open(path, encoding="utf-8") as fobj:
+        text = fobj.read()
     assert text.lstrip().startswith("<svg") or text.startswith("<?xml")
     return text
 
@@ -145,7 +146,8 @@ def test_summary_panel_shows_and_embeds_the_qc_record(tmp_path):
     qc.write_text(json.dumps(QC_RECORD))
     os.chdir(tmp_path)
     res = QCSummary(in_qc=str(qc), title="sub-0001_ses-V01_T1w.nii.gz").run()
-    text = open(res.outputs.out_report).read()
+    with open(res.outputs.out_report) as fobj:
+        text = fobj.read()
     table = text.split("<script")[0]
     for expected in ("0.8731", "1.052", "1.205", "Month24", "<td>72</td>", "lifespanstrip",
                      "BMEX-Month24-T1-model.pt", "ab" * 32, "built-in compact model",
@@ -181,7 +183,7 @@ def test_histogram_before_and_after_matching(case, tmp_path):
     os.chdir(tmp_path)
     res = IntensityHistogramRPT(in_file=case["orig"], in_mask=case["mask"],
                                 template="Template-Month24-T1w").run()
-    assert "<svg" in open(res.outputs.out_report).read()
+    assert "<svg" in _svg(res.outputs.out_report)
 
 
 def test_landmark_values_from_template_record():

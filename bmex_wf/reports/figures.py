@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import html
 import json
-import re
 import logging
+import re
 from numbers import Number
 from pathlib import Path
 from typing import Any

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..utils.age import AGE_GROUPS
 from ..utils.derivatives import atomic_write_text

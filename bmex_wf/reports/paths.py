@@ -37,7 +37,7 @@ def subject_report(output_dir: str | Path, subject: str) -> Path:
 
 def strip_prefix(label: str, prefix: str) -> str:
     """``sub-01`` -> ``01`` (labels without the prefix are returned unchanged)."""
-    return label[len(prefix):] if label.startswith(prefix) else label
+    return label.removeprefix(prefix)
 
 
 def subjects_with_figures(output_dir: str | Path) -> list[str]:

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-
 #: Class of the ``<script type="application/json">`` element holding a QC record in the
 #: summary reportlet (``*_desc-summary_<contrast>.html``).
 QC_SCRIPT_CLASS = "bmex-qc"
@@ -99,8 +98,8 @@ def timings_text(record: dict[str, Any]) -> str | None:
 def qc_from_summary(path: str | Path) -> dict[str, Any]:
     """Read back the QC record embedded in a summary reportlet (HTML fragment)."""
     path = Path(path)
-    match = re.search(r'<script type="application/json" class="%s">(.*?)</script>'
-                      % QC_SCRIPT_CLASS, path.read_text(), flags=re.DOTALL)
+    match = re.search(rf'<script type="application/json" class="{QC_SCRIPT_CLASS}">(.*?)</script>',
+                      path.read_text(), flags=re.DOTALL)
     if match is None:
         raise QCRecordError(f"{path}: no embedded QC record ({QC_SCRIPT_CLASS})")
     try:

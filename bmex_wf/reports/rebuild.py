@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .group import run_group_level
 from .paths import strip_prefix, subjects_with_figures

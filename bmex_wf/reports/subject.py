@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import logging
 import re
-from datetime import datetime, timezone
+import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -90,7 +90,7 @@ def generate_subject_report(output_dir: str | Path, subject: str, *,
         raise ReportError(f"{figures}: no figures folder for participant {label}")
     provenance = {"Execution provenance": {
         "bmex-wf version": __version__,
-        "Report generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S %z"),
+        "Report generated": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "Run identifier": run_uuid or "n/a",
         **({"Command": f"<code>{html.escape(command)}</code>"} if command else {}),
     }}

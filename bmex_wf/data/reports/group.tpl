@@ -9,7 +9,7 @@
 {% include "report.css" %}
 </style>
 </head>
-<body>
+<body class="group-report">
 <main>
 <h1 class="sub-report-title">{{ title }}</h1>
 <p>{{ n_images }} image{{ "s" if n_images != 1 }} processed{% if n_failed %}, <span class="text-danger">{{ n_failed }} not successful</span>{% endif %}.
