@@ -11,14 +11,17 @@ Sources
     For images that are already skull-stripped (background exactly 0): the
     non-zero voxels, holes filled, largest component kept.
 ``template``
-    Offline fallback for full heads: nilearn's bundled MNI152 (2009a, skull-stripped)
-    T1 template is registered to the image with SimpleITK (centre-of-mass start,
-    similarity then affine, Mattes mutual information at 4 and 2 mm, sampled only
-    in and just around the template brain so that the dark skull ring in the image
-    lines up with the template's empty background); its brain mask is warped back
-    and refined by intensity (dark CSF/skull voxels at the edge removed, holes
-    filled, largest component kept). nilearn ships no template with a skull, so the
-    skull-stripped one is used as is.
+    Offline fallback for full heads without LifespanStrip weights. nilearn bundles
+    only a skull-stripped MNI152 (ICBM 2009a) T1 template and its brain mask (no
+    head template), so a head model is made from them: the template brain wrapped
+    in a dark CSF gap, a dark skull and a bright scalp shell
+    (:func:`~bmex_wf.utils.synthetic.synthetic_head`, adult thicknesses). It is
+    registered to the image with SimpleITK at 2 mm (Mattes mutual information
+    sampled within ``METRIC_MARGIN_MM`` of the template brain; start: centres of
+    mass of the Otsu head foregrounds and the cube root of their volume ratio as
+    scale; a similarity stage, rigid + isotropic scale, at 4 then 2 mm; an affine
+    stage on request), its brain mask is carried onto the image grid (linear,
+    threshold 0.5), and refined by intensity (:func:`refine_mask`).
 ``auto``
     ``precomputed`` when a mask is given; otherwise ``nonzero`` for skull-stripped
     images, ``lifespanstrip`` when its weights and template are available, and
@@ -219,10 +222,9 @@ REGISTRATION_SPACING_MM = 2
 _SHRINK = (2, 1)
 _SMOOTH_MM = (2.0, 1.0)
 #: Margin (mm) around the template brain where the registration metric is sampled.
-METRIC_MARGIN_MM = 12
+METRIC_MARGIN_MM = 18
 #: Share of the metric-mask voxels sampled per iteration.
 SAMPLING = 0.1
-LR = 1.0
 #: Shells of the head model wrapped around the MNI152 brain (adult values, mm).
 TEMPLATE_SHELLS_MM = {"gap_mm": 3.0, "skull_mm": 6.0, "scalp_mm": 6.0, "wobble_mm": 0.0,
                       "noise": 0.0}
@@ -276,14 +278,17 @@ def _registration_image(img):
 def _register(fixed, moving, fixed_mask, transform, *, seed: int, iterations: int):
     import SimpleITK as sitk
 
+    if seed < 1:
+        raise ValueError(f"registration seed must be a positive integer, got {seed}")
     reg = sitk.ImageRegistrationMethod()
+    reg.SetNumberOfThreads(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads())
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(SAMPLING, seed)
+    reg.SetMetricSamplingStrategy(reg.REGULAR)
+    reg.SetMetricSamplingPercentage(SAMPLING, seed)  # seed 0 would mean the wall clock
     reg.SetMetricFixedMask(fixed_mask)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=LR, minStep=1e-3, numberOfIterations=iterations,
+        learningRate=1.0, minStep=1e-3, numberOfIterations=iterations,
         relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6)
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel(list(_SHRINK))
@@ -310,9 +315,9 @@ def _volume(mask) -> float:
     return float(sitk.GetArrayViewFromImage(mask).sum()) * float(np.prod(mask.GetSpacing()))
 
 
-def register_template(img, *, affine: bool = False, seed: int = 0,
+def register_template(img, *, affine: bool = False, seed: int = 1,
                       num_threads: int | None = None):
-    """Affine SimpleITK transform taking template world points to ``img``'s world points.
+    """Similarity (or affine) SimpleITK transform from template points to ``img``'s points.
 
     The template head model is the fixed image (the metric is sampled within
     ``METRIC_MARGIN_MM`` of its brain), the image the moving one; centre-of-mass
@@ -345,7 +350,7 @@ def register_template(img, *, affine: bool = False, seed: int = 0,
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
 
 
-def template_mask(img, *, refine: bool = True, seed: int = 0,
+def template_mask(img, *, refine: bool = True, seed: int = 1,
                   num_threads: int | None = None) -> nib.Nifti1Image:
     """Brain mask of a full-head image from the registered MNI152 template.
 
@@ -372,12 +377,15 @@ def template_mask(img, *, refine: bool = True, seed: int = 0,
 
 
 def refine_mask(data: np.ndarray, mask: np.ndarray, zooms, *, search_mm: float = 6.0,
-                open_mm: float = 2.0) -> np.ndarray:
+                open_mm: float = 2.0, core_mm: float = 10.0) -> np.ndarray:
     """Intensity cleanup of a registered brain mask on a full head.
 
     Within ``search_mm`` of ``mask``, voxels darker than the Otsu threshold (CSF gap,
-    skull, air) are dropped; an opening of ``open_mm`` cuts thin bridges to the scalp;
-    the largest component is kept, its holes filled and its surface closed again.
+    skull, air) are dropped and an opening of ``open_mm`` cuts thin bridges; of the
+    pieces left, the one that covers most of the mask's core (deeper than ``core_mm``)
+    is the brain (a scalp shell caught by a too large mask lies outside the core);
+    its holes are filled and its surface closed again. The mask is returned
+    unchanged when the cleanup would keep less than a third of it.
     """
     from skimage.filters import threshold_otsu
 
@@ -387,13 +395,22 @@ def refine_mask(data: np.ndarray, mask: np.ndarray, zooms, *, search_mm: float =
     threshold = threshold_otsu(values[region])
     radius = np.maximum(np.round(open_mm / zooms).astype(int), 1)
     ball = _ellipsoid(radius)
-    refined = ndimage.binary_opening(region & (values > threshold), structure=ball)
-    refined = clean_mask(refined)
-    refined = ndimage.binary_closing(refined, structure=ball, iterations=2) & region
-    if refined.sum() < 0.5 * mask.sum():
-        LOGGER.warning("Intensity refinement removed most of the template mask; keeping it as is")
+    pieces, count = ndimage.label(ndimage.binary_opening(region & (values > threshold),
+                                                         structure=ball))
+    core = ndimage.distance_transform_edt(mask, sampling=zooms) > core_mm
+    core = core if core.any() else mask
+    overlap = np.bincount(pieces[core], minlength=count + 1)
+    overlap[0] = 0
+    if not count or not overlap.any():
+        LOGGER.warning("Intensity refinement found no brain in the template mask; keeping it")
         return mask
-    return ndimage.binary_fill_holes(refined)
+    refined = ndimage.binary_fill_holes(pieces == int(np.argmax(overlap)))
+    refined = ndimage.binary_closing(refined, structure=ball, iterations=2) & region
+    refined = ndimage.binary_fill_holes(refined)
+    if refined.sum() < mask.sum() / 3:
+        LOGGER.warning("Intensity refinement removed most of the template mask; keeping it")
+        return mask
+    return refined
 
 
 def _ellipsoid(radius) -> np.ndarray:
