@@ -146,6 +146,7 @@ def build_workflow(cfg: RunConfig, jobs: list, outcomes: dict):
     """Top-level workflow: one participant workflow per subject; build errors are recorded."""
     from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
+    from ..utils.plugins import apply_node_resources
     from ..workflows.participant import init_participant_wf, request_gpu
 
     workflow = Workflow(name="bmex_wf", base_dir=str(cfg.work_dir))
@@ -178,6 +179,7 @@ def build_workflow(cfg: RunConfig, jobs: list, outcomes: dict):
             built += kept
     if cfg.device == "cuda":
         request_gpu(workflow)
+    apply_node_resources(workflow, cfg.plugin, cfg.plugin_args, gpu=cfg.device == "cuda")
     return workflow, built
 
 
@@ -354,9 +356,11 @@ def run_group(cfg: RunConfig) -> int:
 
 def run_workflow(workflow, cfg: RunConfig) -> None:
     """Run with the configured plugin; Nipype errors are logged, never raised."""
+    from ..utils.plugins import run_with_plugin
+
     LOGGER.info("Running with plugin %s %s", cfg.plugin, cfg.plugin_args)
     try:
-        workflow.run(plugin=cfg.plugin, plugin_args=dict(cfg.plugin_args))
+        run_with_plugin(workflow, cfg.plugin, cfg.plugin_args)
     except Exception as exc:  # noqa: BLE001 - per-image results are collected afterwards
         LOGGER.error("The workflow did not finish cleanly: %s", str(exc).splitlines()[0]
                      if str(exc) else type(exc).__name__)

@@ -8,6 +8,7 @@ from functools import partial
 from pathlib import Path
 
 from .. import __version__
+from ..utils.plugins import load_plugin_file
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -83,28 +84,6 @@ def _bids_filter_file(value: str) -> dict:
         return load_bids_filters(path)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def load_plugin_file(path) -> tuple[str, dict]:
-    """``(plugin, plugin_args)`` from a ``--use-plugin`` YAML file; ValueError when invalid."""
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: not a readable YAML file ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("plugin"), str):
-        raise ValueError(f"{path}: expected 'plugin: <Nipype plugin name>' "  # noqa: TRY004
-                         "(and optionally 'plugin_args: {...}')")
-    args = data.get("plugin_args") or {}
-    if not isinstance(args, dict):
-        raise ValueError(f"{path}: 'plugin_args' must be a mapping")  # noqa: TRY004
-    from nipype.pipeline import plugins
-
-    if not hasattr(plugins, f"{data['plugin']}Plugin"):
-        raise ValueError(f"{path}: unknown Nipype plugin {data['plugin']!r}")
-    return data["plugin"], args
 
 
 def _plugin_file(value: str) -> Path:
