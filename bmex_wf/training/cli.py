@@ -1,0 +1,113 @@
+"""``bmex-wf train`` / ``bmex-wf-train``: train or fine-tune an enhancement network."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+LOGGER = logging.getLogger("bmex_wf.training")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """Parser of ``bmex-wf train``."""
+    from .loop import TrainConfig
+
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="bmex-wf train",
+        description="Train a BME-X-family enhancement network (Network E) on random crops of clean "
+        "images, degraded on the fly (motion, ghosting, spikes, noise, blur, thick slices, bias, "
+        "gamma) after the same preprocessing as inference. Writes last.pt (resumable), best.pt "
+        "(plain state dict with the official key names) and history.jsonl to OUTPUT_DIR.")
+    parser.add_argument("output_dir", type=Path, help="folder for checkpoints and logs")
+    data = parser.add_argument_group("data")
+    data.add_argument("--bids", type=Path, action="append", default=[], metavar="DIR",
+                      help="BIDS dataset of clean (ideally skull-stripped) T1w/T2w images; ages from "
+                      "its tables pick the template (repeatable)")
+    data.add_argument("--images-list", type=Path, action="append", default=[], metavar="TSV",
+                      help="TSV with columns image, template and optional mask, target (repeatable)")
+    data.add_argument("--templates-dir", type=Path, metavar="DIR",
+                      help="also train on the BME-X age templates of this folder as clean images")
+    data.add_argument("--val-subject", action="append", default=[], metavar="LABEL",
+                      help="BIDS subject held out for validation (repeatable)")
+    data.add_argument("--val-list", type=Path, action="append", default=[], metavar="TSV",
+                      help="validation images, same columns as --images-list (repeatable)")
+    data.add_argument("--cache-dir", type=Path, help="where preprocessed volumes are cached "
+                      "(default: OUTPUT_DIR/cache)")
+    model = parser.add_argument_group("training")
+    for name, help_text in (
+        ("width", "network base width F (multiple of 8; official 64)"),
+        ("crop", "training crop side in voxels (multiple of 8)"),
+        ("batch", "crops per optimizer step"),
+        ("steps", "total optimizer steps"),
+        ("lr", "Adam learning rate (cosine decay to --min-lr)"),
+        ("min_lr", "final learning rate"),
+        ("recon_weight", "weight of the reconstruction loss"),
+        ("seg_weight", "weight of the tissue cross-entropy"),
+        ("seed", "random seed"),
+        ("val_every", "steps between validations"),
+        ("val_crop", "validation crop side"),
+        ("val_per_kind", "validation crops per held-out volume and degradation kind"),
+        ("checkpoint_minutes", "minutes between resumable checkpoints"),
+        ("max_minutes", "stop after this many minutes (0: no limit)"),
+        ("num_threads", "CPU threads for PyTorch"),
+        ("workers", "data-loader processes preparing degraded crops"),
+    ):
+        default = getattr(defaults, name)
+        model.add_argument("--" + name.replace("_", "-"), type=type(default), default=default,
+                           help=f"{help_text} (default: {default})")
+    model.add_argument("--recon-loss", choices=("l1", "l2"), default=defaults.recon_loss,
+                       help="reconstruction loss (default: l1)")
+    model.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N (default: auto)")
+    model.add_argument("--no-resume", action="store_true", help="start afresh even if OUTPUT_DIR/last.pt exists")
+    model.add_argument("--no-progress", action="store_true", help="no progress bar")
+    model.add_argument("--export", type=Path, metavar="FILE",
+                       help="at the end, write the best model here as float16 (official key names)")
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run ``bmex-wf train``; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    opts = get_parser().parse_args(argv)
+    from .data import TrainingDataError, bids_sources, list_sources, prepare_volume, template_sources
+    from .loop import TrainConfig, TrainingError, export_model, train
+
+    config = TrainConfig(**{f.name: getattr(opts, f.name) for f in fields(TrainConfig)})
+    try:
+        if config.width % 8 or config.width < 8 or config.crop % 8 or config.val_crop % 8:
+            raise TrainingError("--width, --crop and --val-crop must be positive multiples of 8")
+        train_sources, val_sources = [], []
+        for bids_dir in opts.bids:
+            train_sources += bids_sources(bids_dir, exclude_subjects=opts.val_subject)
+            if opts.val_subject:
+                val_sources += bids_sources(bids_dir, subjects=opts.val_subject)
+        for tsv in opts.images_list:
+            train_sources += list_sources(tsv)
+        for tsv in opts.val_list:
+            val_sources += list_sources(tsv)
+        if opts.templates_dir:
+            train_sources += template_sources(opts.templates_dir)
+        if not train_sources:
+            raise TrainingDataError("no training images: give --bids, --images-list or --templates-dir")
+        cache = opts.cache_dir or opts.output_dir / "cache"
+        LOGGER.info("%d training and %d validation images", len(train_sources), len(val_sources))
+        train_volumes = [prepare_volume(s, cache) for s in train_sources]
+        val_volumes = [prepare_volume(s, cache) for s in val_sources]
+        result = train(train_volumes, val_volumes, config, opts.output_dir, resume=not opts.no_resume,
+                       progress=not opts.no_progress)
+        if opts.export:
+            LOGGER.info("exported %s", export_model(result["best"], opts.export, half=True))
+    except (TrainingError, TrainingDataError, ValueError, OSError) as exc:
+        LOGGER.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,350 @@
+"""Training data: image sources, inference-identical preprocessing, cached volumes, crops.
+
+A *source* is one clean image (BIDS T1w/T2w, an age template, or a row of a
+TSV list) with the age template its intensities are matched to, an optional
+brain mask and an optional clean target (then the image itself is the
+degraded input and no synthetic degradation is applied).
+
+Preprocessing is the inference pipeline's (spec 8.3-8.4, ``init_bmex_wf``):
+reorient to LPS, window the intensities to 0..1000, mask (given mask, or the
+non-zero voxels of a skull-stripped image), N4 on the masked brain, resample to
+0.8 mm (0.75 mm fetal), histogram-match to the age template, network axis
+order. Each prepared volume is cropped to its brain bounding box (plus a
+margin) and cached as ``.npy`` files, with its tissue labels
+(:mod:`bmex_wf.training.targets`), so training only reads crops.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .degradations import degrade, random_kinds
+from .targets import tissue_labels, tissue_order
+
+LOGGER = logging.getLogger(__name__)
+
+#: Bump when the preprocessing changes, so that stale cache entries are not reused.
+CACHE_VERSION = 1
+#: Bump when the tissue-label method changes (labels are cached apart from the volumes).
+LABELS_VERSION = 2
+#: Voxels kept around the brain bounding box of a cached volume.
+BOX_MARGIN = 24
+_TEMPLATE = re.compile(r"^Template-(Fetal|Month\d+)-(T1w|T2w)$")
+
+
+class TrainingDataError(ValueError):
+    """A training source is unusable (the message names the file)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One training image.
+
+    Attributes
+    ----------
+    name : str
+        Short unique name (file stem).
+    image : Path
+        Clean image (or the degraded input when ``target`` is given).
+    template : str
+        Age template the intensities are matched to, e.g. ``Template-Month24-T1w``.
+    mask : Path, optional
+        Brain mask; default: the non-zero voxels (skull-stripped input).
+    target : Path, optional
+        Clean target for a real degraded/clean pair, on the image's grid.
+    n4 : bool
+        Apply N4 (off for the age templates, which are bias-free averages).
+    """
+
+    name: str
+    image: Path
+    template: str
+    mask: Path | None = None
+    target: Path | None = None
+    n4: bool = True
+
+    @property
+    def age_group(self) -> str:
+        return parse_template(self.template)[0]
+
+    @property
+    def contrast(self) -> str:
+        return parse_template(self.template)[1]
+
+
+@dataclass
+class Volume:
+    """A prepared volume in network order and template units (cropped to the brain)."""
+
+    name: str
+    clean: np.ndarray
+    mask: np.ndarray
+    labels: np.ndarray
+    degraded: np.ndarray | None = None
+    spacing_mm: float = 0.8
+    meta: dict = field(default_factory=dict)
+
+
+def parse_template(name: str) -> tuple[str, str]:
+    """``Template-Month24-T1w`` -> ``("Month24", "T1w")``."""
+    match = _TEMPLATE.match(Path(name).name.removesuffix(".nii.gz"))
+    if not match:
+        raise TrainingDataError(f"{name!r} is not an age template name like Template-Month24-T1w")
+    return match.group(1), match.group(2)
+
+
+def _stem(path: Path) -> str:
+    return re.sub(r"\.nii(\.gz)?$", "", Path(path).name)
+
+
+# ------------------------------------------------------------------------- sources
+def template_sources(templates_dir) -> list[Source]:
+    """Every distinct age template of ``templates_dir`` as a clean source (byte-identical copies once)."""
+    seen: set[str] = set()
+    sources = []
+    for path in sorted(Path(templates_dir).glob("Template-*.nii.gz")):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest in seen:
+            LOGGER.info("%s: identical to another template; skipped", path.name)
+            continue
+        seen.add(digest)
+        sources.append(Source(name=_stem(path), image=path, template=_stem(path), n4=False))
+    if not sources:
+        raise TrainingDataError(f"{templates_dir}: no Template-*.nii.gz files")
+    return sources
+
+
+def bids_sources(bids_dir, subjects=None, exclude_subjects=()) -> list[Source]:
+    """T1w/T2w images of a BIDS dataset, each matched to its age template.
+
+    Ages come from the dataset's tables (:func:`bmex_wf.utils.bids.lookup_age`);
+    an image without a usable age is skipped with a warning.
+    """
+    from ..utils.age import age_group
+    from ..utils.bids import AgeError, find_images, lookup_age
+
+    exclude = {s.removeprefix("sub-") for s in exclude_subjects}
+    sources = []
+    for item in find_images(bids_dir, participant_label=subjects):
+        if item["subject"] in exclude:
+            continue
+        try:
+            info = lookup_age(bids_dir, item["path"])
+        except AgeError as exc:
+            LOGGER.warning("skipped: %s", exc)
+            continue
+        group = "Fetal" if info.fetal else age_group(info.months)
+        sources.append(Source(name=_stem(item["path"]), image=Path(item["path"]),
+                              template=f"Template-{group}-{item['contrast']}"))
+    return sources
+
+
+def list_sources(tsv) -> list[Source]:
+    """Sources from a TSV with columns ``image``, ``template`` and optional ``mask``, ``target``.
+
+    Relative paths are taken from the TSV's folder.
+    """
+    tsv = Path(tsv)
+    try:
+        rows = list(csv.DictReader(tsv.read_text().splitlines(), delimiter="\t"))
+    except OSError as exc:
+        raise TrainingDataError(f"{tsv}: cannot read ({exc})") from None
+    if not rows or not {"image", "template"} <= set(rows[0]):
+        raise TrainingDataError(f"{tsv}: needs a header with 'image' and 'template' columns")
+
+    def _path(value):
+        value = (value or "").strip()
+        return None if not value or value.lower() == "n/a" else (tsv.parent / value).absolute()
+
+    sources = []
+    for number, row in enumerate(rows, start=2):
+        image = _path(row["image"])
+        if image is None or not image.is_file():
+            raise TrainingDataError(f"{tsv}, line {number}: image {row['image']!r} not found")
+        parse_template(row["template"].strip())
+        sources.append(Source(name=_stem(image), image=image, template=row["template"].strip(),
+                              mask=_path(row.get("mask")), target=_path(row.get("target"))))
+    return sources
+
+
+# ---------------------------------------------------------------------- preprocessing
+def preprocess(image_path, template: str, mask_path=None, n4: bool = True,
+               mask_from=None) -> tuple[np.ndarray, np.ndarray, float]:
+    """The inference preprocessing of one image, in network order.
+
+    Parameters
+    ----------
+    image_path : path
+        Image file.
+    template : str
+        Age template whose stored landmarks the histogram is matched to.
+    mask_path : path, optional
+        Brain mask file; default: the non-zero voxels.
+    n4 : bool
+        Apply N4 bias correction to the masked brain.
+    mask_from : path, optional
+        Take the default mask from this image's non-zero voxels instead (paired targets).
+
+    Returns
+    -------
+    data, mask, spacing_mm
+        float32 volume (template units), uint8 mask, voxel size used.
+    """
+    import nibabel as nib
+
+    from ..utils.brainmask import nonzero_mask
+    from ..utils.intensity import match_histogram, template_landmarks, window_intensities
+    from ..utils.n4 import n4_bias_correct
+    from ..utils.orientation import reorient_to_lps, to_network_order
+    from ..utils.resample import FETAL_SPACING_MM, SPACING_MM, resample_to_spacing
+    from ..utils.validation import load_image, validate_mask
+
+    img = load_image(image_path)
+    if mask_path is not None:
+        mask_img = validate_mask(mask_path, img)
+    else:
+        mask_img = nonzero_mask(load_image(mask_from) if mask_from else img)
+    img, mask_img = reorient_to_lps(img), reorient_to_lps(mask_img)
+    mask = np.asanyarray(mask_img.dataobj) > 0
+    data = window_intensities(np.asanyarray(img.dataobj)) * mask
+    img = nib.Nifti1Image(data.astype(np.float32), img.affine)
+    if n4:
+        img = n4_bias_correct(img, mask=mask)
+    spacing = FETAL_SPACING_MM if template.startswith("Template-Fetal") else SPACING_MM
+    img = resample_to_spacing(img, spacing, order=1)
+    mask = np.asanyarray(resample_to_spacing(
+        nib.Nifti1Image(mask.astype(np.uint8), mask_img.affine), spacing, order=0).dataobj) > 0
+    data = np.asanyarray(img.dataobj, dtype=np.float32) * mask
+    data = match_histogram(data, template_landmarks(template))
+    data = np.clip(data, 0, None) * mask
+    return to_network_order(data).astype(np.float32), to_network_order(mask).astype(np.uint8), spacing
+
+
+def _cache_key(source: Source) -> str:
+    parts = [str(CACHE_VERSION), source.template, str(source.n4)]
+    for path in (source.image, source.mask, source.target):
+        if path is not None:
+            stat = Path(path).stat()
+            parts += [str(Path(path).absolute()), str(stat.st_size), str(int(stat.st_mtime))]
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
+
+
+def prepare_volume(source: Source, cache_dir) -> Volume:
+    """Preprocess ``source`` (or read it from ``cache_dir``) with its tissue labels."""
+    folder = Path(cache_dir) / f"{source.name}-{_cache_key(source)}"
+    meta_file = folder / "meta.json"
+    if not meta_file.is_file():
+        _preprocess_to_cache(source, folder)
+    meta = json.loads(meta_file.read_text())
+    arrays = {key: np.load(folder / f"{key}.npy", mmap_mode="r")
+              for key in ("clean", "mask", "degraded") if (folder / f"{key}.npy").is_file()}
+    labels_file = folder / f"labels-v{LABELS_VERSION}.npy"
+    if not labels_file.is_file():
+        labels = tissue_labels(arrays["clean"], arrays["mask"], tissue_order(source.contrast, source.age_group))
+        np.save(labels_file, labels)
+    arrays["labels"] = np.load(labels_file, mmap_mode="r")
+    return Volume(name=source.name, spacing_mm=meta["spacing_mm"], meta=meta, **arrays)
+
+
+def _preprocess_to_cache(source: Source, folder: Path) -> None:
+    LOGGER.info("preprocessing %s (template %s)", source.image, source.template)
+    clean_path = source.target or source.image
+    clean, mask, spacing = preprocess(clean_path, source.template, source.mask, source.n4)
+    degraded = None
+    if source.target is not None:
+        degraded, _, _ = preprocess(source.image, source.template, source.mask, source.n4,
+                                    mask_from=source.target)
+        if degraded.shape != clean.shape:
+            raise TrainingDataError(f"{source.image}: grid {degraded.shape} differs from its target's "
+                                    f"{clean.shape}; resample the pair onto one grid first")
+    box = _box(mask, BOX_MARGIN)
+    arrays = {"clean": clean[box], "mask": mask[box]}
+    if degraded is not None:
+        arrays["degraded"] = degraded[box]
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, value in arrays.items():
+        np.save(folder / f"{key}.npy", np.ascontiguousarray(value))
+    meta = {"source": str(source.image), "template": source.template, "spacing_mm": spacing,
+            "target": str(source.target) if source.target else None, "shape": list(arrays["clean"].shape)}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    coords = np.nonzero(mask)
+    if not coords[0].size:
+        raise TrainingDataError("empty brain mask after preprocessing")
+    return tuple(slice(max(int(c.min()) - margin, 0), min(int(c.max()) + margin + 1, n))
+                 for c, n in zip(coords, mask.shape))
+
+
+# ------------------------------------------------------------------------------ crops
+def sample_crop(volume: Volume, size: int, rng: np.random.Generator, margin: int = 0,
+                tries: int = 20) -> tuple[slice, ...]:
+    """Slices of a random cube of side ``size + 2 * margin`` whose centre lies in the brain.
+
+    The volume is assumed at least that large on every axis (cached volumes are).
+    """
+    side = size + 2 * margin
+    if any(n < side for n in volume.clean.shape):
+        raise TrainingDataError(f"{volume.name}: volume {volume.clean.shape} smaller than a {side}³ crop")
+    for _ in range(tries):
+        start = [int(rng.integers(0, n - side + 1)) for n in volume.clean.shape]
+        if volume.mask[tuple(s + side // 2 for s in start)]:
+            break
+    return tuple(slice(s, s + side) for s in start)
+
+
+def make_example(volume: Volume, size: int, rng: np.random.Generator, margin: int = 8,
+                 kinds=None, flip: bool = True) -> dict:
+    """One training example: degraded input, clean target and labels of a random crop.
+
+    ``kinds`` fixes the degradation kinds (default: drawn by
+    :func:`~bmex_wf.training.degradations.random_kinds`); real pairs use their stored
+    degraded image instead. Arrays are cropped by ``margin`` after degradation, so
+    that crop borders do not show TorchIO's edge effects; ``flip`` mirrors left-right
+    at random.
+    """
+    box = sample_crop(volume, size, rng, margin)
+    inner = (slice(margin, margin + size),) * 3
+    clean = np.asarray(volume.clean[box], dtype=np.float32)
+    if volume.degraded is not None:
+        degraded = np.asarray(volume.degraded[box], dtype=np.float32)
+        kinds = ()
+    else:
+        kinds = random_kinds(rng) if kinds is None else tuple(kinds)
+        degraded = degrade(clean, kinds, seed=int(rng.integers(2**31)), spacing_mm=volume.spacing_mm)
+    example = {"input": np.array(degraded[inner]), "target": np.array(clean[inner]),
+               "labels": np.asarray(volume.labels[box])[inner].astype(np.int64),
+               "mask": np.asarray(volume.mask[box])[inner].astype(bool)}
+    if flip and rng.random() < 0.5:  # network axis 1 is left-right
+        example = {k: np.ascontiguousarray(v[:, ::-1]) for k, v in example.items()}
+    example["kinds"] = ",".join(kinds)
+    return example
+
+
+class CropStream(torch.utils.data.IterableDataset):
+    """Endless stream of training examples from random volumes (seeded per worker and start step)."""
+
+    def __init__(self, volumes: list[Volume], size: int, seed: int, start_step: int = 0, margin: int = 8):
+        super().__init__()
+        if not volumes:
+            raise TrainingDataError("no training volumes")
+        self.volumes, self.size, self.seed, self.start_step, self.margin = volumes, size, seed, start_step, margin
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info else 0
+        rng = np.random.default_rng([self.seed, self.start_step, worker])
+        while True:
+            volume = self.volumes[int(rng.integers(len(self.volumes)))]
+            example = make_example(volume, self.size, rng, self.margin)
+            yield {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in example.items()}

@@ -1,0 +1,234 @@
+"""Training pipeline: degradations, tissue targets, data sources, loop, export, CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bmex_wf.models import build_network, load_network
+from bmex_wf.training import cli
+from bmex_wf.training.data import (
+    TrainingDataError,
+    Volume,
+    list_sources,
+    make_example,
+    parse_template,
+    template_sources,
+)
+from bmex_wf.training.degradations import (
+    DEGRADATIONS,
+    INTENSITY_SCALE,
+    DegradationError,
+    degrade,
+    random_kinds,
+)
+from bmex_wf.training.loop import (
+    TrainConfig,
+    TrainingError,
+    compute_loss,
+    export_model,
+    init_recon_path,
+    load_checkpoint,
+    psnr,
+    train,
+)
+from bmex_wf.training.targets import TargetError, tissue_labels, tissue_order
+
+from .conftest import shared_path
+
+
+def _phantom(size: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth 3-tissue phantom in template units: WM core, GM shell, CSF rim, background."""
+    grid = np.indices((size,) * 3).astype(np.float32) - (size - 1) / 2
+    radius = np.sqrt((grid**2).sum(0)) / (size / 2)
+    rng = np.random.default_rng(seed)
+    texture = rng.normal(0, 4, (size,) * 3).astype(np.float32)
+    data = np.select([radius < 0.45, radius < 0.65, radius < 0.8], [420.0, 320.0, 180.0], 0.0)
+    mask = radius < 0.8
+    return ((data + texture) * mask).astype(np.float32), mask
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return _phantom()
+
+
+# ----------------------------------------------------------------------------- degradations
+@pytest.mark.parametrize("kind", sorted(DEGRADATIONS))
+def test_degradation_changes_crop_and_is_seeded(phantom, kind):
+    clean, _ = phantom
+    first = degrade(clean, [kind], seed=3)
+    assert first.shape == clean.shape and first.dtype == np.float32
+    assert np.array_equal(first, degrade(clean, [kind], seed=3))
+    assert not np.array_equal(first, degrade(clean, [kind], seed=4))
+    assert not np.allclose(first, clean, atol=1.0)
+    assert first.min() >= 0
+
+
+def test_noise_std_within_documented_range(phantom):
+    clean, _ = phantom
+    low, high = (s * INTENSITY_SCALE for s in DEGRADATIONS["noise"]["std"])
+    stds = [float((degrade(clean, ["noise"], seed=s, renormalize=False) - clean).std()) for s in range(6)]
+    assert all(low * 0.9 <= s <= high * 1.1 for s in stds), stds
+    assert max(stds) - min(stds) > 1.0  # the level is drawn, not fixed
+
+
+def test_blur_and_thick_slices_remove_fine_detail(phantom):
+    clean, _ = phantom
+
+    def roughness(a):  # gradient energy per axis
+        return np.array([float(np.square(np.diff(a, axis=ax)).mean()) for ax in range(3)])
+
+    blurred = roughness(degrade(clean, ["blur"], seed=1, renormalize=False)) / roughness(clean)
+    assert np.all(blurred < 0.9), blurred
+    thick = roughness(degrade(clean, ["anisotropy"], seed=1, renormalize=False)) / roughness(clean)
+    assert thick.min() < 0.8, thick  # along the thick-slice axis
+
+
+def test_gamma_is_monotonic_and_renormalisation_restores_range(phantom):
+    clean, _ = phantom
+    raw = degrade(clean, ["gamma"], seed=2, renormalize=False)
+    order = np.argsort(clean, axis=None)
+    assert np.all(np.diff(raw.ravel()[order]) >= -1e-2 * INTENSITY_SCALE)
+    matched = degrade(clean, ["gamma"], seed=2)
+    assert abs(float(np.median(matched[clean > 0])) - float(np.median(clean[clean > 0]))) < 25
+
+
+def test_degradation_errors_and_kind_draws(phantom):
+    clean, _ = phantom
+    with pytest.raises(DegradationError, match="unknown degradation"):
+        degrade(clean, ["wobble"], seed=0)
+    with pytest.raises(DegradationError, match="3-D"):
+        degrade(clean[0], ["noise"], seed=0)
+    rng = np.random.default_rng(0)
+    draws = [random_kinds(rng) for _ in range(200)]
+    assert any(d == () for d in draws)
+    assert all(len(d) <= 3 and set(d) <= set(DEGRADATIONS) for d in draws)
+    assert {k for d in draws for k in d} == set(DEGRADATIONS)
+
+
+# ---------------------------------------------------------------------------------- targets
+def test_tissue_labels_on_real_t1w_crop():
+    import nibabel as nib
+
+    path = shared_path("data", "test_BIDS", "sub-0001", "ses-V01", "anat", "sub-0001_ses-V01_T1w.nii.gz")
+    img = nib.load(path)
+    crop = np.asarray(img.dataobj[110:174, 110:174, 150:214], dtype=np.float32)
+    mask = crop > 0
+    labels = tissue_labels(crop, mask)
+    assert set(np.unique(labels)) == {0, 1, 2, 3}
+    assert np.all(labels[~mask] == 0) and np.all(labels[mask] > 0)
+    means = [float(crop[labels == k].mean()) for k in (1, 2, 3)]
+    assert means[0] < means[1] < means[2]  # T1w: CSF < GM < WM
+
+
+def test_tissue_order_follows_contrast_and_age(phantom):
+    clean, mask = phantom
+    t1 = tissue_labels(clean, mask, tissue_order("T1w"))
+    t2 = tissue_labels(clean, mask, tissue_order("T2w"))
+    swap = np.array([0, 3, 2, 1], dtype=np.uint8)
+    assert np.array_equal(t2, swap[t1])
+    assert tissue_order("T1w", "Month0") == (1, 3, 2)
+    with pytest.raises(TargetError, match="contrast"):
+        tissue_order("FLAIR")
+    with pytest.raises(TargetError, match="shape"):
+        tissue_labels(clean, mask[:-1])
+
+
+# ------------------------------------------------------------------------------------- data
+def test_sources_from_templates_and_lists(tmp_path):
+    templates = shared_path("data", "templates")
+    sources = template_sources(templates)
+    names = {s.name for s in sources}
+    # Month0 = Month3 and Month12 = Month18 are byte-identical: each pair counted once.
+    assert len(sources) == 11 and not ({"Template-Month0-T1w", "Template-Month3-T1w"} <= names)
+    assert parse_template("Template-Fetal-T2w") == ("Fetal", "T2w")
+    with pytest.raises(TrainingDataError, match="age template"):
+        parse_template("MNI152")
+    tsv = tmp_path / "list.tsv"
+    tsv.write_text("image\ttemplate\tmask\n" + f"{templates}/Template-Month9-T1w.nii.gz\tTemplate-Month9-T1w\tn/a\n")
+    (src,) = list_sources(tsv)
+    assert src.mask is None and src.contrast == "T1w" and src.age_group == "Month9"
+    tsv.write_text("image\ttemplate\nmissing.nii.gz\tTemplate-Month9-T1w\n")
+    with pytest.raises(TrainingDataError, match="line 2"):
+        list_sources(tsv)
+
+
+def _volume(seed: int) -> Volume:
+    clean, mask = _phantom(48, seed)
+    return Volume(name=f"phantom{seed}", clean=clean, mask=mask.astype(np.uint8),
+                  labels=tissue_labels(clean, mask))
+
+
+def test_examples_are_seeded_crops():
+    vol = _volume(0)
+    one = make_example(vol, 16, np.random.default_rng(5))
+    two = make_example(vol, 16, np.random.default_rng(5))
+    assert one["input"].shape == one["target"].shape == one["labels"].shape == (16, 16, 16)
+    assert all(np.array_equal(one[k], two[k]) for k in ("input", "target", "labels"))
+    assert one["mask"].any()
+
+
+# ------------------------------------------------------------------------------------- loop
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_loss_decreases_on_a_fixed_batch(one_thread):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    vol = _volume(0)
+    examples = [make_example(vol, 16, rng, kinds=("noise",)) for _ in range(2)]
+    batch = {k: torch.stack([torch.from_numpy(e[k]) for e in examples]) for k in ("input", "target", "labels")}
+    net = build_network("enhance", 8)
+    init_recon_path(net, [vol], 16)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    config = TrainConfig()
+    losses = []
+    for _ in range(8):
+        loss, _ = compute_loss(net.train(), batch, config, torch.device("cpu"))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
+
+
+def test_train_resume_and_export(tmp_path, one_thread):
+    vols = [_volume(0), _volume(1)]
+    config = TrainConfig(width=8, crop=16, batch=2, steps=2, val_every=2, val_crop=16, val_per_kind=1,
+                         workers=0, num_threads=1)
+    out = tmp_path / "run"
+    first = train(vols[:1], vols[1:], config, out, progress=False)
+    assert first["step"] == 2 and np.isfinite(first["best_psnr"])
+    config.steps = 3
+    second = train(vols[:1], vols[1:], config, out, progress=False)
+    assert second["step"] == 3
+    state = load_checkpoint(out / "last.pt")
+    assert state["step"] == 3 and any("psnr_out" in row for row in state["history"])
+    net = load_network(out / "best.pt", "enhance")
+    assert net.width == 8
+    exported = export_model(out / "last.pt", tmp_path / "model.pt", half=True)
+    stored = torch.load(exported, weights_only=True)
+    assert list(stored) == list(build_network("enhance", 8).state_dict())
+    assert stored["conv1.weight"].dtype == torch.float16
+    with pytest.raises(TrainingError, match="width"):
+        train(vols[:1], [], TrainConfig(width=16, crop=16, batch=1, steps=4, workers=0), out, progress=False)
+
+
+def test_psnr_is_peak_based():
+    target = np.zeros((4, 4, 4))
+    mask = np.ones_like(target, dtype=bool)
+    assert psnr(target + 10.0, target, mask) == pytest.approx(40.0)
+
+
+def test_cli_rejects_bad_settings(tmp_path, caplog):
+    assert cli.main([str(tmp_path / "out"), "--width", "12"]) == 1
+    assert "multiples of 8" in caplog.text
+    assert cli.main([str(tmp_path / "out")]) == 1
+    assert "no training images" in caplog.text
