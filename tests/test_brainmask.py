@@ -164,3 +164,22 @@ def test_template_mask_on_synthetic_head():
     out = bm.template_mask(head)
     assert out.shape == head.shape and np.allclose(out.affine, head.affine)
     assert _dice(out.dataobj, truth.dataobj) > 0.9
+
+
+@pytest.mark.parametrize("grow_mm", [-4.0, 6.0, 12.0])
+def test_refine_mask_recovers_brain_from_a_misfit_mask(grow_mm):
+    """A registered mask too small or reaching into the skull/scalp is pulled to the brain."""
+    from scipy import ndimage
+
+    grid = np.indices((48, 48, 48)).astype(float)
+    dist = np.sqrt(sum((g - 23.5) ** 2 for g in grid))
+    brain = nib.Nifti1Image(np.where(dist <= 11, 500.0 + 80.0 * np.cos(dist), 0.0)
+                            .astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    head, truth = synthetic_head(brain, seed=4)
+    truth = np.asanyarray(truth.dataobj) > 0
+    outside = ndimage.distance_transform_edt(~truth, sampling=2.0)
+    inside = ndimage.distance_transform_edt(truth, sampling=2.0)
+    misfit = outside <= grow_mm if grow_mm > 0 else inside > -grow_mm
+    refined = bm.refine_mask(head.get_fdata(dtype=np.float32), misfit, (2.0, 2.0, 2.0))
+    assert _dice(refined, truth) > 0.95
+    assert _dice(misfit, truth) < 0.9

@@ -385,13 +385,21 @@ def refine_mask(data: np.ndarray, mask: np.ndarray, zooms, *, search_mm: float =
     pieces left, the one that covers most of the mask's core (deeper than ``core_mm``)
     is the brain (a scalp shell caught by a too large mask lies outside the core);
     its holes are filled and its surface closed again. The mask is returned
-    unchanged when the cleanup would keep less than a third of it.
+    unchanged when the result would miss half of that core.
     """
+    zooms = np.asarray(zooms, dtype=float)
+    box = bounding_box(mask, margin=int(np.ceil(search_mm / zooms.min())) + 1)
+    out = mask.copy()
+    out[box] = _refine_box(np.asarray(data[box], dtype=np.float32), mask[box], zooms,
+                           search_mm=search_mm, open_mm=open_mm, core_mm=core_mm)
+    return out
+
+
+def _refine_box(values: np.ndarray, mask: np.ndarray, zooms: np.ndarray, *, search_mm: float,
+                open_mm: float, core_mm: float) -> np.ndarray:
     from skimage.filters import threshold_otsu
 
-    zooms = np.asarray(zooms, dtype=float)
     region = ndimage.distance_transform_edt(~mask, sampling=zooms) <= search_mm
-    values = np.asarray(data, dtype=np.float32)
     threshold = threshold_otsu(values[region])
     radius = np.maximum(np.round(open_mm / zooms).astype(int), 1)
     ball = _ellipsoid(radius)
@@ -407,8 +415,8 @@ def refine_mask(data: np.ndarray, mask: np.ndarray, zooms, *, search_mm: float =
     refined = ndimage.binary_fill_holes(pieces == int(np.argmax(overlap)))
     refined = ndimage.binary_closing(refined, structure=ball, iterations=2) & region
     refined = ndimage.binary_fill_holes(refined)
-    if refined.sum() < mask.sum() / 3:
-        LOGGER.warning("Intensity refinement removed most of the template mask; keeping it")
+    if np.count_nonzero(refined & core) < 0.5 * np.count_nonzero(core):
+        LOGGER.warning("Intensity refinement lost most of the template mask's core; keeping it")
         return mask
     return refined
 
