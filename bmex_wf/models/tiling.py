@@ -34,7 +34,7 @@ UPSTREAM_MARGIN = 5
 
 #: Default fast scheme, chosen by measurement (see benchmarks/README.md).
 FAST_TILE = 40
-FAST_MARGIN = 0
+FAST_MARGIN = 5
 FAST_DILATION = 2
 
 
