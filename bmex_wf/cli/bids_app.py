@@ -80,6 +80,8 @@ def build_config(opts) -> RunConfig:
             cfg.plugin_args.setdefault("memory_gb", cfg.mem_gb)
         cfg.plugin_args.setdefault("raise_insufficient", False)
         cfg.plugin_args.setdefault("maxtasksperchild", 1)
+        # Forked workers can deadlock in PyTorch/OpenMP state inherited from this process.
+        cfg.plugin_args.setdefault("mp_context", "forkserver")
     return cfg
 
 
@@ -454,7 +456,8 @@ def enhance_main(argv) -> int:
     cfg.nprocs = cfg.nprocs or _cpu_count()
     cfg.omp_nthreads = cfg.omp_nthreads or min(8, cfg.nprocs)
     cfg.use_gpu = resolve_use_gpu(cfg.device)
-    cfg.plugin_args = {"n_procs": cfg.nprocs, "raise_insufficient": False}
+    cfg.plugin_args = {"n_procs": cfg.nprocs, "raise_insufficient": False,
+                       "mp_context": "forkserver"}
     if cfg.mem_gb:
         cfg.plugin_args["memory_gb"] = cfg.mem_gb
     key = opts.in_file.name
