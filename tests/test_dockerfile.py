@@ -126,3 +126,11 @@ def test_build_script():
     bash = shutil.which("bash")
     if bash:
         assert subprocess.run([bash, "-n", str(script)], capture_output=True, check=False).returncode == 0
+
+
+def test_every_package_is_installed():
+    """setup.cfg's ``packages = find:`` only installs folders with an ``__init__.py``."""
+    missing = sorted(str(folder.relative_to(ROOT)) for folder in (ROOT / "bmex_wf").rglob("*")
+                     if folder.is_dir() and folder.name != "__pycache__"
+                     and any(folder.glob("*.py")) and not (folder / "__init__.py").is_file())
+    assert not missing, f"not installed by 'pip install .' (no __init__.py): {missing}"
