@@ -1,0 +1,1 @@
+"""Plain helper functions wrapped by the Nipype interfaces."""
