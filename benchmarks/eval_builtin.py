@@ -13,7 +13,7 @@ one whole-brain enhancement (the largest held-out brain, CPU threads as given).
 Usage::
 
     python benchmarks/eval_builtin.py [--model FILE] [--bids DIR --subject 0002 --subject 0009]
-        [--cache-dir DIR] [--region 96] [--repeats 1] [--threads 2]
+        [--cache-dir DIR] [--region 80] [--repeats 1] [--threads 2]
 
 The last line is ``psnr_gain_db=<mean> ssim_gain=<mean> seconds_per_image=<...>``.
 """
@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="held-out subject(s) (default: 0002 and 0009, never trained on)")
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/bmex-eval-cache"),
                         help="cache of preprocessed volumes")
-    parser.add_argument("--region", type=int, default=96,
+    parser.add_argument("--region", type=int, default=80,
                         help="side of the central region degraded and enhanced per kind (0: whole volume)")
     parser.add_argument("--repeats", type=int, default=1, help="degradations per image and kind")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for inference")

@@ -26,8 +26,10 @@ from bmex_wf.training.degradations import (
 from bmex_wf.training.loop import (
     TrainConfig,
     TrainingError,
+    calibrate_batch_norms,
     compute_loss,
     export_model,
+    fit_output_affine,
     init_recon_path,
     load_checkpoint,
     psnr,
@@ -199,10 +201,30 @@ def test_loss_decreases_on_a_fixed_batch(one_thread):
     assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
 
 
+def test_initial_network_is_the_identity(one_thread):
+    torch.manual_seed(0)
+    vol = _volume(0)
+    rng = np.random.default_rng(2)
+
+    def batch():
+        examples = [make_example(vol, 16, rng) for _ in range(2)]
+        return {k: torch.stack([torch.from_numpy(e[k]) for e in examples]) for k in ("input", "target", "labels")}
+
+    net = build_network("enhance", 8)
+    init_recon_path(net, [vol], 16)
+    calibration = [batch() for _ in range(2)]
+    calibrate_batch_norms(net, calibration, torch.device("cpu"))
+    assert fit_output_affine(net, calibration, torch.device("cpu")) < 0.1
+    fresh = make_example(vol, 24, rng, kinds=("noise",))["input"]
+    with torch.no_grad():
+        recon = net.eval()(torch.from_numpy(fresh)[None, None])[1][0, 0].numpy()
+    assert np.allclose(recon, fresh, atol=0.5)
+
+
 def test_train_resume_and_export(tmp_path, one_thread):
     vols = [_volume(0), _volume(1)]
     config = TrainConfig(width=8, crop=16, batch=2, steps=2, val_every=2, val_crop=16, val_per_kind=1,
-                         workers=0, num_threads=1)
+                         workers=0, num_threads=1, calibration_batches=1)
     out = tmp_path / "run"
     first = train(vols[:1], vols[1:], config, out, progress=False)
     assert first["step"] == 2 and np.isfinite(first["best_psnr"])
@@ -218,7 +240,8 @@ def test_train_resume_and_export(tmp_path, one_thread):
     assert list(stored) == list(build_network("enhance", 8).state_dict())
     assert stored["conv1.weight"].dtype == torch.float16
     with pytest.raises(TrainingError, match="width"):
-        train(vols[:1], [], TrainConfig(width=16, crop=16, batch=1, steps=4, workers=0), out, progress=False)
+        train(vols[:1], [], TrainConfig(width=16, crop=16, batch=1, steps=4, workers=0, calibration_batches=1),
+              out, progress=False)
 
 
 def test_psnr_is_peak_based():
@@ -232,3 +255,18 @@ def test_cli_rejects_bad_settings(tmp_path, caplog):
     assert "multiples of 8" in caplog.text
     assert cli.main([str(tmp_path / "out")]) == 1
     assert "no training images" in caplog.text
+
+
+def test_shipped_builtin_model():
+    from importlib import resources
+
+    path = resources.files("bmex_wf.data").joinpath("bmex-builtin-enhance.pt")
+    assert path.is_file(), "the built-in model is missing from the package data"
+    assert path.stat().st_size <= 10 * 1024 * 1024
+    stored = torch.load(str(path), map_location="cpu", weights_only=True)
+    net = load_network(str(path), "enhance")
+    assert list(stored) == list(build_network("enhance", net.width).state_dict())
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    with torch.no_grad():
+        seg, recon = net(torch.full((1, 1, 16, 16, 16), 300.0))
+    assert seg.shape == (1, 4, 16, 16, 16) and torch.isfinite(recon).all()

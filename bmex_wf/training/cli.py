@@ -51,6 +51,7 @@ def get_parser() -> argparse.ArgumentParser:
         ("val_every", "steps between validations"),
         ("val_crop", "validation crop side"),
         ("val_per_kind", "validation crops per held-out volume and degradation kind"),
+        ("calibration_batches", "batches that set the frozen BN statistics before training"),
         ("checkpoint_minutes", "minutes between resumable checkpoints"),
         ("max_minutes", "stop after this many minutes (0: no limit)"),
         ("num_threads", "CPU threads for PyTorch"),
@@ -61,6 +62,9 @@ def get_parser() -> argparse.ArgumentParser:
                            help=f"{help_text} (default: {default})")
     model.add_argument("--recon-loss", choices=("l1", "l2"), default=defaults.recon_loss,
                        help="reconstruction loss (default: l1)")
+    model.add_argument("--no-freeze-bn", dest="freeze_bn", action="store_false",
+                       help="update BN statistics per batch instead of calibrating them once and "
+                       "starting from the identity network")
     model.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N (default: auto)")
     model.add_argument("--no-resume", action="store_true", help="start afresh even if OUTPUT_DIR/last.pt exists")
     model.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -75,7 +79,13 @@ def main(argv=None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     opts = get_parser().parse_args(argv)
-    from .data import TrainingDataError, bids_sources, list_sources, prepare_volume, template_sources
+    from .data import (
+        TrainingDataError,
+        bids_sources,
+        list_sources,
+        prepare_volume,
+        template_sources,
+    )
     from .loop import TrainConfig, TrainingError, export_model, train
 
     config = TrainConfig(**{f.name: getattr(opts, f.name) for f in fields(TrainConfig)})

@@ -202,7 +202,11 @@ def preprocess(image_path, template: str, mask_path=None, n4: bool = True,
     import nibabel as nib
 
     from ..utils.brainmask import nonzero_mask
-    from ..utils.intensity import match_histogram, template_landmarks, window_intensities
+    from ..utils.intensity import (
+        match_histogram,
+        template_landmarks,
+        window_intensities,
+    )
     from ..utils.n4 import n4_bias_correct
     from ..utils.orientation import reorient_to_lps, to_network_order
     from ..utils.resample import FETAL_SPACING_MM, SPACING_MM, resample_to_spacing

@@ -48,6 +48,8 @@ class TrainConfig:
     val_every: int = 250
     val_crop: int = 48
     val_per_kind: int = 2
+    freeze_bn: bool = True
+    calibration_batches: int = 8
     checkpoint_minutes: float = 5.0
     max_minutes: float = 0.0
     device: str = "auto"
@@ -162,6 +164,53 @@ def init_recon_path(network, volumes: list[Volume], crop: int = 24, samples: int
         network.bn32_recon.bias.fill_(float(targets.mean()))
 
 
+def batch_norms(network) -> list[torch.nn.BatchNorm3d]:
+    """Every BatchNorm layer of ``network``."""
+    return [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+
+
+@torch.no_grad()
+def calibrate_batch_norms(network, batches: list[dict], device: torch.device) -> None:
+    """Set every BN's running statistics to their average over ``batches`` (train-mode passes)."""
+    norms = batch_norms(network)
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average
+    network.train()
+    for batch in batches:
+        network(batch["input"][:, None].to(device, memory_format=_FORMAT))
+    for norm in norms:
+        norm.momentum = 0.1
+
+
+@torch.no_grad()
+def fit_output_affine(network, batches: list[dict], device: torch.device) -> float:
+    """Set ``bn32_recon``'s weight and bias so that, in eval mode, ``recon`` best fits the input.
+
+    After :func:`init_recon_path` and :func:`calibrate_batch_norms` the value entering
+    ``bn32_recon`` is an affine function of the input, so the least-squares fit makes
+    the initial network the identity. Returns the RMS residual (template units).
+    """
+    norm = network.bn32_recon
+    captured, inputs = [], []
+    handle = norm.register_forward_hook(lambda module, args, out: captured.append(args[0].flatten()))
+    network.eval()
+    try:
+        for batch in batches:
+            x = batch["input"][:, None].to(device, memory_format=_FORMAT)
+            network(x)
+            inputs.append(x.flatten())
+    finally:
+        handle.remove()
+    h = torch.cat(captured).double()
+    z = (h - norm.running_mean[0].double()) / torch.sqrt(norm.running_var[0].double() + norm.eps)
+    x = torch.cat(inputs).double()
+    design = torch.stack([z, torch.ones_like(z)], 1)
+    weight, bias = torch.linalg.lstsq(design, x[:, None]).solution[:, 0].tolist()
+    norm.weight[0], norm.bias[0] = weight, bias
+    return float(torch.sqrt(torch.mean((weight * z + bias - x) ** 2)))
+
+
 def _lr(step: int, config: TrainConfig) -> float:
     """Cosine decay from ``lr`` to ``min_lr`` over ``steps``, after a 50-step warm-up."""
     warm = min(1.0, (step + 1) / 50)
@@ -183,7 +232,7 @@ def load_checkpoint(path: Path) -> dict:
     """Read a training checkpoint written by :func:`save_checkpoint`."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt files
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
         raise TrainingError(f"{path}: not a readable training checkpoint ({exc})") from None
     if not isinstance(state, dict) or not {"model", "optimizer", "step", "config"} <= set(state):
         raise TrainingError(f"{path}: not a training checkpoint (expected model/optimizer/step/config)")
@@ -242,14 +291,27 @@ def train(train_volumes: list[Volume], val_volumes: list[Volume], config: TrainC
     stream = CropStream(train_volumes, config.crop, config.seed, start_step=step)
     loader = torch.utils.data.DataLoader(stream, batch_size=config.batch, num_workers=config.workers,
                                          collate_fn=_collate, persistent_workers=config.workers > 0)
+    batches = iter(loader)
+    if step == 0 and config.freeze_bn:
+        calibration = [next(batches) for _ in range(config.calibration_batches)]
+        calibrate_batch_norms(network, calibration, device)
+        residual = fit_output_affine(network, calibration, device)
+        LOGGER.info("BN statistics calibrated on %d batches; initial network = identity (RMS %.3g)",
+                    len(calibration), residual)
     started = last_save = time.monotonic()
     last_val = None
     bar = tqdm(total=config.steps, initial=step, disable=not progress, mininterval=10, desc="train")
     running = []
-    for batch in loader:
+    if step == 0 and val_examples:  # the starting point is a candidate too
+        last_val, best = _validate(network, val_examples, device, step, best, history, best_file)
+    norms = batch_norms(network)
+    for batch in batches:
         if step >= config.steps or (config.max_minutes and time.monotonic() - started > 60 * config.max_minutes):
             break
         network.train()
+        if config.freeze_bn:  # fixed statistics: BN layers act as per-channel affine maps
+            for norm in norms:
+                norm.eval()
         for group in optimizer.param_groups:
             group["lr"] = _lr(step, config)
         loss, parts = compute_loss(network, batch, config, device)
@@ -265,15 +327,7 @@ def train(train_volumes: list[Volume], val_volumes: list[Volume], config: TrainC
                         parts["recon"], parts["seg"], _lr(step, config))
             history.append({"step": step, "loss": float(np.mean(running[-50:]))})
         if val_examples and (step % config.val_every == 0 or step == config.steps):
-            last_val = evaluate(network, val_examples, device)
-            history.append({"step": step, **{k: v for k, v in last_val.items()}})
-            LOGGER.info("step %d validation PSNR %.3f dB (input %.3f) SSIM %.4f (input %.4f) per kind %s",
-                        step, last_val["psnr_out"], last_val["psnr_in"], last_val["ssim_out"],
-                        last_val["ssim_in"], last_val["per_kind"])
-            if last_val["psnr_out"] > best:
-                best = last_val["psnr_out"]
-                save_network(network.eval(), best_file)
-                LOGGER.info("new best model %s", best_file)
+            last_val, best = _validate(network, val_examples, device, step, best, history, best_file)
         if time.monotonic() - last_save > 60 * config.checkpoint_minutes:
             save_checkpoint(last_file, network, optimizer, step, best, config, history)
             last_save = time.monotonic()
@@ -286,6 +340,20 @@ def train(train_volumes: list[Volume], val_volumes: list[Volume], config: TrainC
     LOGGER.info("stopped at step %d after %.1f min; best validation PSNR %.3f dB", step,
                 (time.monotonic() - started) / 60, best)
     return {"step": step, "best_psnr": best, "last_val": last_val, "best": best_file}
+
+
+def _validate(network, examples, device, step: int, best: float, history: list, best_file: Path):
+    """Evaluate, log, record; save ``best_file`` on a new best PSNR. Returns (summary, best)."""
+    summary = evaluate(network, examples, device)
+    history.append({"step": step, **summary})
+    LOGGER.info("step %d validation PSNR %.3f dB (input %.3f) SSIM %.4f (input %.4f) per kind %s",
+                step, summary["psnr_out"], summary["psnr_in"], summary["ssim_out"], summary["ssim_in"],
+                summary["per_kind"])
+    if summary["psnr_out"] > best:
+        best = summary["psnr_out"]
+        save_network(network.eval(), best_file)
+        LOGGER.info("new best model %s", best_file)
+    return summary, best
 
 
 def _collate(examples: list[dict]) -> dict:
