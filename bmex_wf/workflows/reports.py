@@ -8,11 +8,11 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
+from ..interfaces.figures_sink import FiguresSink
 from ..interfaces.reportlets import (
     BeforeAfterRPT,
     BrainMaskRPT,
     DisplayGrid,
-    FiguresSink,
     IntensityHistogramRPT,
     QCSummary,
     TissueSegRPT,
