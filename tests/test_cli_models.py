@@ -105,3 +105,20 @@ def test_resolve_falls_back_to_builtin_only_without_official(tmp_path, monkeypat
     monkeypatch.setattr(registry, "builtin_model_path", lambda: None)
     with pytest.raises(FileNotFoundError, match="no BME-X model weights found"):
         registry.resolve_enhance_model("Fetal", "T2w", tmp_path)
+
+
+def test_demo_and_train_subcommands_dispatch(monkeypatch):
+    import bmex_wf.cli.demo as demo
+    import bmex_wf.training.cli as train
+
+    calls = []
+    monkeypatch.setattr(demo, "main", lambda argv: calls.append(("demo", argv)) or 0)
+    monkeypatch.setattr(train, "main", lambda argv: calls.append(("train", argv)) or 0)
+    assert main(["demo", "out"]) == 0 and main(["train", "--help"]) == 0
+    assert calls == [("demo", ["out"]), ("train", ["--help"])]
+
+
+def test_train_help_lists_width(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0 and "--width" in capsys.readouterr().out

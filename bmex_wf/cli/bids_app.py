@@ -493,8 +493,7 @@ def enhance_main(argv) -> int:
 
 
 def subcommand_main(name: str, argv) -> int:
-    """Subcommands other than ``models``: ``enhance`` here; ``demo``/``train`` when present."""
+    """The ``enhance`` subcommand (``models``, ``demo`` and ``train`` have their own modules)."""
     if name == "enhance":
         return enhance_main(argv)
-    LOGGER.error("'bmex-wf %s' is not available in this version yet.", name)
-    return 1
+    raise ValueError(f"unknown subcommand {name!r}")

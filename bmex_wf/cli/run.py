@@ -10,8 +10,13 @@ SUBCOMMANDS = ("models", "enhance", "demo", "train")
 
 
 def _subcommand_main(name: str):
+    """The ``main(argv)`` of subcommand ``name``."""
     if name == "models":
         from .models import main
+    elif name == "demo":
+        from .demo import main
+    elif name == "train":
+        from ..training.cli import main
     else:
         from .bids_app import subcommand_main
 
