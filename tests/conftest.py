@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
@@ -18,6 +19,15 @@ def shared_path(*parts) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not available: {path} is absent")
     return path
+
+
+def rotation(degrees: float, axis: int) -> np.ndarray:
+    """4x4 affine rotating by ``degrees`` about voxel/world axis ``axis``."""
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    i, j = [a for a in range(3) if a != axis]
+    rot = np.eye(4)
+    rot[[i, i, j, j], [i, j, i, j]] = c, -s, s, c
+    return rot
 
 
 @pytest.fixture(scope="session")

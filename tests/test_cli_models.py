@@ -108,8 +108,8 @@ def test_resolve_falls_back_to_builtin_only_without_official(tmp_path, monkeypat
 
 
 def test_demo_and_train_subcommands_dispatch(monkeypatch):
-    import bmex_wf.cli.demo as demo
     import bmex_wf.training.cli as train
+    from bmex_wf.cli import demo
 
     calls = []
     monkeypatch.setattr(demo, "main", lambda argv: calls.append(("demo", argv)) or 0)

@@ -1,6 +1,7 @@
 """The Enhance and WriteQC interfaces in Nipype nodes."""
 
 import json
+from pathlib import Path
 
 import nibabel as nb
 import numpy as np
@@ -47,7 +48,7 @@ def test_enhance_node_outputs_on_input_grid(brain_crop, small_model, tmp_path):
 
 
 def test_enhance_hash_ignores_resource_inputs(brain_crop, small_model):
-    crop, mask = brain_crop
+    crop, _ = brain_crop
     a = Enhance(in_file=str(crop), model_file=str(small_model), num_threads=1, use_gpu=False)
     b = Enhance(in_file=str(crop), model_file=str(small_model), num_threads=2, use_gpu=True)
     assert a.inputs.get_hashval()[1] == b.inputs.get_hashval()[1]
@@ -63,7 +64,7 @@ def test_write_qc_records_provenance(brain_crop, small_model, tmp_path):
                            qi=0.8, tct_before=1.2, tct_after=float("nan"), device="cpu",
                            precision="bf16", tiling="fast", enhance_seconds=3.21),
                    name="qc", base_dir=str(tmp_path))
-    record = json.loads(open(node.run().outputs.out_file).read())
+    record = json.loads(Path(node.run().outputs.out_file).read_text())
     assert record["QI"] == 0.8 and record["TCTAfter"] is None
     assert record["Model"]["path"] == str(small_model) and len(record["Model"]["sha256"]) == 64
     assert record["Software"]["bmex-wf"] and record["Software"]["torch"]

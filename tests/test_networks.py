@@ -7,7 +7,11 @@ import pytest
 import torch
 
 from bmex_wf.models import build_network
-from bmex_wf.models.fixture_weights import apply_rule_weights, rule_state_dict, tensor_sha256
+from bmex_wf.models.fixture_weights import (
+    apply_rule_weights,
+    rule_state_dict,
+    tensor_sha256,
+)
 
 CASES = {
     "enhance": ("bmex", "bmex_input_40", ["bmex_expected_seg_40", "bmex_expected_recon_40"], 2e-2),
@@ -40,7 +44,7 @@ def test_state_dict_keys_shapes_and_order_match_manifest(kind, fixtures_dir):
 
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_network_reproduces_upstream_fixture(kind, fixtures_dir):
-    prefix, inp, outputs, tol = CASES[kind]
+    _, inp, outputs, tol = CASES[kind]
     torch.manual_seed(0)
     net = apply_rule_weights(build_network(kind))
     x = torch.from_numpy(np.load(fixtures_dir / f"{inp}.npy"))
@@ -56,7 +60,7 @@ def test_network_reproduces_upstream_fixture(kind, fixtures_dir):
 
 
 def test_official_parameter_counts():
-    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    count = lambda net: sum(p.numel() for p in net.parameters())
     assert count(build_network("enhance")) == 32_929_311
     assert count(build_network("skullstrip")) == 4_110_068
 

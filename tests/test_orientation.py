@@ -16,15 +16,8 @@ from bmex_wf.utils.orientation import (
 )
 from bmex_wf.utils.validation import header_image, load_image
 
+from .conftest import rotation as _rotation
 from .conftest import shared_path
-
-
-def _rotation(degrees: float, axis: int) -> np.ndarray:
-    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-    i, j = [a for a in range(3) if a != axis]
-    rot = np.eye(4)
-    rot[[i, i, j, j], [i, j, i, j]] = c, -s, s, c
-    return rot
 
 
 def _head(oblique: bool = False) -> nib.Nifti1Image:

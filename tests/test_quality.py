@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bmex_wf.utils.intensity import match_histogram, template_landmarks, window_intensities
+from bmex_wf.utils.intensity import (
+    match_histogram,
+    template_landmarks,
+    window_intensities,
+)
 from bmex_wf.utils.quality import quality_index, quality_report, tissue_contrast
 from tests.conftest import shared_path
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import nibabel as nb
@@ -13,6 +14,8 @@ from scipy.stats import spearmanr
 
 from bmex_wf.models import build_network, save_network
 from bmex_wf.models.fixture_weights import apply_rule_weights
+
+from .conftest import rotation
 
 
 class _StubEnhancer(torch.nn.Module):
@@ -27,7 +30,7 @@ class _StubEnhancer(torch.nn.Module):
 
 @pytest.fixture
 def stub_network(monkeypatch):
-    import bmex_wf.models as models
+    from bmex_wf import models
 
     monkeypatch.setattr(models, "load_network", lambda path, kind: _StubEnhancer())
 
@@ -53,18 +56,13 @@ def _brain_crop(bids_dir, size=56, step=2):
     return crop, np.array(img.header.get_zooms()[:3]) * step
 
 
-def _rotation(deg):
-    t = np.deg2rad(deg)
-    return np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
-
-
 def _write_case(path, data, zooms, orientation):
     """Write ``data`` with an RAS/LPS/oblique/anisotropic affine."""
     affine = np.eye(4)
     if orientation == "LPS":
         affine[:3, :3] = np.diag([-1, -1, 1]) * zooms
     elif orientation == "oblique":
-        affine[:3, :3] = _rotation(26) @ np.diag(zooms)
+        affine[:3, :3] = rotation(26, 0)[:3, :3] @ np.diag(zooms)
     elif orientation == "aniso":
         data = data[:, :, ::3]
         affine[:3, :3] = np.diag([zooms[0], zooms[1], zooms[2] * 3])
@@ -122,7 +120,7 @@ def test_geometry_round_trip_with_identity_network(orientation, bids_dir, models
     assert len(out.probsegs) == 3
     probs = np.stack([nb.load(p).get_fdata() for p in out.probsegs])
     assert probs.min() >= 0 and probs.max() <= 1
-    qc = json.loads(open(out.qc).read())
+    qc = json.loads(Path(out.qc).read_text())
     assert qc["AgeGroup"] == "Month24" and qc["MaskSource"] == "nonzero"
     assert qc["Model"]["sha256"] and qc["Tiling"] == "fast"
 

@@ -12,6 +12,13 @@ from nipype.interfaces.base import (
 )
 
 
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: undefined values are written as null."""
+    import math
+
+    return value if math.isfinite(value) else None
+
+
 class _WriteQCInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="the original input image")
     model_file = File(exists=True, mandatory=True, desc="enhancement checkpoint used")
@@ -44,17 +51,15 @@ class WriteQC(SimpleInterface):
 
     def _run_interface(self, runtime):
         import json
-        import math
         from pathlib import Path
 
         from ..utils.provenance import file_record, software_versions, utc_now
 
         inp = self.inputs
-        number = lambda value: value if math.isfinite(value) else None  # noqa: E731
         record = {
-            "QI": number(inp.qi),
-            "TCTBefore": number(inp.tct_before),
-            "TCTAfter": number(inp.tct_after),
+            "QI": _finite_or_none(inp.qi),
+            "TCTBefore": _finite_or_none(inp.tct_before),
+            "TCTAfter": _finite_or_none(inp.tct_after),
             "Contrast": inp.contrast,
             "AgeMonths": inp.age_months,
             "AgeSource": inp.age_source,

@@ -10,14 +10,14 @@ from .networks import (
 )
 
 __all__ = [
+    "OFFICIAL_WIDTH",
     "CheckpointError",
     "EnhancementNetwork",
-    "OFFICIAL_WIDTH",
     "SkullStripNetwork",
     "build_network",
-    "load_network",
-    "save_network",
     "enhance_volume",
+    "load_network",
     "resolve_device",
+    "save_network",
     "skullstrip_volume",
 ]

@@ -26,7 +26,7 @@ def _first(items) -> str:
     return ", ".join(items[:_SHOW]) + more
 
 
-def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
+def read_state_dict(path) -> OrderedDict[str, torch.Tensor]:
     """Read a state dict from ``path`` on the CPU with ``weights_only=True``.
 
     Accepts a plain state dict or a dict whose ``state_dict`` entry holds one
@@ -37,7 +37,7 @@ def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt files
+    except Exception as exc:  # noqa: BLE001 -- torch raises many types for corrupt files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint (truncated or wrong format): {reason}"
