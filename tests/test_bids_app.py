@@ -49,7 +49,7 @@ def _fake_outputs(in_file, contrast, fail_on):
 def _fake_init_bmex_wf(fail_on=None):
     def init_bmex_wf(*, age_months, contrast, models_dir=None, mask_source="auto",
                      use_gpu=False, omp_nthreads=1, tiling="fast", precision="auto",
-                     name="bmex_wf"):
+                     age_source="given", name="bmex_wf"):
         from nipype.interfaces import utility as niu
         from nipype.pipeline import engine as pe
         from niworkflows.engine.workflows import LiterateWorkflow

@@ -83,19 +83,15 @@ def init_image_wf(*, job: ImageJob, output_dir: Path, bids_dir: Path | None = No
                   precision: str = "auto", reports: bool = True,
                   name: str | None = None) -> Workflow:
     """``init_bmex_wf`` for one image, its outputs sunk to ``output_dir`` (+ reportlets)."""
-    import inspect
-
     from .base import init_bmex_wf
 
     workflow = Workflow(name=name or f"{job.name}_wf")
-    extra = ({"age_source": job.age.source}
-             if "age_source" in inspect.signature(init_bmex_wf).parameters else {})
     bmex_wf = init_bmex_wf(
         age_months=job.age.workflow_months, contrast=job.contrast,
         models_dir=str(models_dir) if models_dir else None,
         mask_source="precomputed" if job.mask else mask_source, use_gpu=use_gpu,
-        omp_nthreads=omp_nthreads, tiling=tiling, precision=precision, name="bmex_wf",
-        **extra)
+        omp_nthreads=omp_nthreads, tiling=tiling, precision=precision,
+        age_source=job.age.source, name="bmex_wf")
     bmex_wf.inputs.inputnode.in_file = str(job.path)
     if job.mask:
         bmex_wf.inputs.inputnode.in_mask = str(job.mask)
@@ -111,11 +107,9 @@ def init_image_wf(*, job: ImageJob, output_dir: Path, bids_dir: Path | None = No
 
 
 def _add_reports(workflow, bmex_wf, job: ImageJob, output_dir: Path) -> None:
-    """Visual QC reportlets of the image into ``sub-<label>/figures`` (when available)."""
-    try:
-        from .reports import init_report_wf
-    except ImportError:  # reports are an optional part of the installation
-        return
+    """Visual QC reportlets of the image into ``sub-<label>/figures``."""
+    from .reports import init_report_wf
+
     report_wf = init_report_wf(output_dir=str(output_dir), contrast=job.contrast)
     report_wf.inputs.inputnode.source_file = str(job.path)
     report_wf.inputs.inputnode.in_file = str(job.path)
