@@ -43,3 +43,16 @@ def bids_dir() -> Path:
 @pytest.fixture(scope="session")
 def templates_dir() -> Path:
     return shared_path("data", "templates")
+
+
+@pytest.fixture(scope="module")
+def small_models(tmp_path_factory):
+    """A models dir with width-8 rule-weight networks for Month24 T1w and Fetal T2w."""
+    from bmex_wf.models import build_network, save_network
+    from bmex_wf.models.fixture_weights import apply_rule_weights
+
+    folder = tmp_path_factory.mktemp("models")
+    net = apply_rule_weights(build_network("enhance", 8))
+    for group, contrast in (("Month24", "T1"), ("Fetal", "T2")):
+        save_network(net, folder / f"BMEX-{group}-{contrast}-model.pt")
+    return folder

@@ -293,18 +293,6 @@ def _real_base():
         pytest.skip(f"init_bmex_wf is not available: {exc}")
 
 
-@pytest.fixture(scope="module")
-def small_models(tmp_path_factory):
-    from bmex_wf.models import build_network, save_network
-    from bmex_wf.models.fixture_weights import apply_rule_weights
-
-    folder = tmp_path_factory.mktemp("models")
-    net = apply_rule_weights(build_network("enhance", 8))
-    for group, contrast in (("Month24", "T1"), ("Fetal", "T2")):
-        save_network(net, folder / f"BMEX-{group}-{contrast}-model.pt")
-    return folder
-
-
 def _cropped_copy(bids_dir: Path, dest: Path, subjects, size: int = 48) -> Path:
     """The shared dataset's tables and sidecars for ``subjects``, images cropped to ``size``³
     voxels around the brain's centre (real data and every table quirk, at a CI-sized cost)."""

@@ -139,18 +139,6 @@ def crop_bids(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def small_models(tmp_path_factory):
-    from bmex_wf.models import build_network, save_network
-    from bmex_wf.models.fixture_weights import apply_rule_weights
-
-    folder = tmp_path_factory.mktemp("models")
-    net = apply_rule_weights(build_network("enhance", 8))
-    for group, contrast in (("Month24", "T1"), ("Fetal", "T2")):
-        save_network(net, folder / f"BMEX-{group}-{contrast}-model.pt")
-    return folder
-
-
 def _app(state: Path, args: list[str], log: Path) -> str:
     """Run ``bmex-wf`` in a subprocess (own log); on timeout cancel every job and fail."""
     cmd = [sys.executable, "-m", "bmex_wf.cli.run", *args]

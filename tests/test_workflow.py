@@ -12,9 +12,6 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from bmex_wf.models import build_network, save_network
-from bmex_wf.models.fixture_weights import apply_rule_weights
-
 from .conftest import rotation
 
 
@@ -33,16 +30,6 @@ def stub_network(monkeypatch):
     from bmex_wf import models
 
     monkeypatch.setattr(models, "load_network", lambda path, kind: _StubEnhancer())
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
-    """A models dir with small rule-weight networks for Month24 T1w and Fetal T2w."""
-    folder = tmp_path_factory.mktemp("models")
-    net = apply_rule_weights(build_network("enhance", 8))
-    for name in ("BMEX-Month24-T1-model.pt", "BMEX-Fetal-T2-model.pt"):
-        save_network(net, folder / name)
-    return folder
 
 
 def _brain_crop(bids_dir, size=56, step=2):
@@ -90,14 +77,14 @@ def _run(wf, base_dir):
 
 
 @pytest.mark.parametrize("orientation", ["RAS", "LPS", "oblique", "aniso"])
-def test_geometry_round_trip_with_identity_network(orientation, bids_dir, models_dir, tmp_path,
+def test_geometry_round_trip_with_identity_network(orientation, bids_dir, small_models, tmp_path,
                                                    stub_network):
     from bmex_wf.workflows.base import init_bmex_wf
 
     data, zooms = _brain_crop(bids_dir)
     in_file = _write_case(tmp_path / f"sub-01_{orientation}_T1w.nii.gz", data, zooms, orientation)
     # N4 legitimately changes intensities (tested on its own): off for a pure geometry check
-    wf = init_bmex_wf(age_months=23, contrast="T1w", models_dir=str(models_dir),
+    wf = init_bmex_wf(age_months=23, contrast="T1w", models_dir=str(small_models),
                       mask_source="nonzero", bias_correction=False)
     wf.inputs.inputnode.in_file = str(in_file)
     out = _run(wf, tmp_path / "work")
@@ -125,10 +112,10 @@ def test_geometry_round_trip_with_identity_network(orientation, bids_dir, models
     assert qc["Model"]["sha256"] and qc["Tiling"] == "fast"
 
 
-def test_fetal_workflow_uses_fetal_model_and_grid(models_dir):
+def test_fetal_workflow_uses_fetal_model_and_grid(small_models):
     from bmex_wf.workflows.base import init_bmex_wf
 
-    wf = init_bmex_wf(age_months=-3, contrast="T2w", models_dir=str(models_dir))
+    wf = init_bmex_wf(age_months=-3, contrast="T2w", models_dir=str(small_models))
     assert wf.get_node("outputnode").inputs.age_group == "Fetal"
     assert wf.get_node("to_grid").inputs.spacing == 0.75
     assert wf.get_node("enhance").inputs.model_file.endswith("BMEX-Fetal-T2-model.pt")
@@ -136,11 +123,11 @@ def test_fetal_workflow_uses_fetal_model_and_grid(models_dir):
     assert "BME-X [@bmex]" in wf.visit_desc()
 
 
-def test_missing_model_fails_at_build_time(models_dir):
+def test_missing_model_fails_at_build_time(small_models):
     from bmex_wf.workflows.base import init_bmex_wf
 
     with pytest.raises(FileNotFoundError, match="BMEX-Month9-T2-model.pt"):
-        init_bmex_wf(age_months=8, contrast="T2w", models_dir=str(models_dir))
+        init_bmex_wf(age_months=8, contrast="T2w", models_dir=str(small_models))
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -148,15 +135,15 @@ def test_missing_model_fails_at_build_time(models_dir):
     ({"contrast": "T1w", "age_months": 5000}, "out of range"),
     ({"contrast": "T1w", "mask_source": "bet"}, "brain-mask source"),
 ])
-def test_bad_arguments(kwargs, message, models_dir):
+def test_bad_arguments(kwargs, message, small_models):
     from bmex_wf.workflows.base import init_bmex_wf
 
     kwargs = {"age_months": 23, **kwargs}
     with pytest.raises(ValueError, match=message):
-        init_bmex_wf(models_dir=str(models_dir), **kwargs)
+        init_bmex_wf(models_dir=str(small_models), **kwargs)
 
 
-def test_rerun_hits_cache_even_with_other_threads(bids_dir, models_dir, tmp_path):
+def test_rerun_hits_cache_even_with_other_threads(bids_dir, small_models, tmp_path):
     from bmex_wf.workflows.base import init_bmex_wf
 
     data, zooms = _brain_crop(bids_dir, size=40, step=3)
@@ -164,7 +151,7 @@ def test_rerun_hits_cache_even_with_other_threads(bids_dir, models_dir, tmp_path
     work = tmp_path / "work"
 
     def run(threads):
-        wf = init_bmex_wf(age_months=30, contrast="T1w", models_dir=str(models_dir),
+        wf = init_bmex_wf(age_months=30, contrast="T1w", models_dir=str(small_models),
                           mask_source="nonzero", omp_nthreads=threads)
         wf.inputs.inputnode.in_file = str(in_file)
         _run(wf, work)
