@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from .. import __packagename__, __url__, __version__
@@ -45,13 +46,13 @@ def _temp_in(folder: Path, name: str) -> tuple[int, str]:
     return tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder."""
-    path = Path(path)
+@contextmanager
+def _atomic_target(path: Path):
+    """Yield a binary handle on a temporary file that replaces ``path`` on success."""
     fd, tmp = _temp_in(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
@@ -59,6 +60,13 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder."""
+    path = Path(path)
+    with _atomic_target(path) as handle:
+        handle.write(data)
     return path
 
 
@@ -75,21 +83,12 @@ def atomic_write_json(path, data) -> Path:
 def atomic_copy(src, dst) -> Path:
     """Copy ``src`` to ``dst`` atomically; a ``.nii`` source is gzipped for a ``.gz`` target."""
     src, dst = Path(src), Path(dst)
-    fd, tmp = _temp_in(dst.parent, dst.name)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            if dst.suffix == ".gz" and src.suffix != ".gz":
-                with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as zipped:
-                    shutil.copyfileobj(inp, zipped)
-            else:
-                shutil.copyfileobj(inp, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _atomic_target(dst) as out, open(src, "rb") as inp:
+        if dst.suffix == ".gz" and src.suffix != ".gz":
+            with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as zipped:
+                shutil.copyfileobj(inp, zipped)
+        else:
+            shutil.copyfileobj(inp, out)
     return dst
 
 
