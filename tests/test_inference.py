@@ -77,8 +77,8 @@ def test_fast_stitching_is_exact_and_seamless():
     np.testing.assert_array_equal(scores[3][region], 0.5 * vol[region])
     covered = fast_grid(mask).coverage() > 0
     assert (recon[~covered] == 0).all() and (scores[:, ~covered] == 0).all()
-    # one forward pass per tile, each of a valid size
-    assert len(stub.calls) == len(fast_grid(mask))
+    # every tile goes through the network once, each of a valid size
+    assert sum(shape[0] for shape in stub.calls) == len(fast_grid(mask))
     assert all(shape[2:] == (40, 40, 40) for shape in stub.calls)
 
 
@@ -125,6 +125,27 @@ def test_real_network_single_tile_matches_direct_call():
     np.testing.assert_allclose(scores[(slice(None), *box)], seg[0].numpy()[(slice(None), *loc)],
                                rtol=1e-5, atol=1e-4)
     assert np.isfinite(recon).all() and (recon >= 0).all()
+
+
+@pytest.mark.parametrize("width, expected", [(8, 2), (64, 1)])
+def test_cpu_pairs_tiles_for_compact_networks(width, expected):
+    vol, mask = _brain()
+    stub = LocalStub()
+    stub.width = width
+    enhance_volume(vol, stub, mask=mask, device="cpu", progress=False)
+    assert len(stub.calls) > 1
+    assert max(shape[0] for shape in stub.calls) == expected
+
+
+def test_paired_tiles_match_single_tiles_with_real_network():
+    net = apply_rule_weights(build_network("enhance", 8))
+    vol, mask = _brain((44, 40, 36))
+    paired = enhance_volume(vol, net, mask=mask, device="cpu", precision="fp32", progress=False)
+    single = enhance_volume(vol, net, mask=mask, device="cpu", precision="fp32", progress=False,
+                            batch_size=1)
+    assert len(fast_grid(mask)) > 1
+    for a, b in zip(paired, single):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
 
 def test_threads_restored_and_progress_silent(capsys):

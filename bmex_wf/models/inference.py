@@ -149,10 +149,21 @@ def _cudnn_benchmark(device: torch.device):
         torch.backends.cudnn.benchmark = before
 
 
+#: Widths below this run two tiles per forward pass on CPU (see :func:`default_batch_size`).
+_CPU_PAIR_BELOW_WIDTH = 64
+
+
 def default_batch_size(network: torch.nn.Module, tile: int, device: torch.device) -> int:
-    """Tiles per forward pass: 1 on CPU (fastest per voxel there); from free memory on CUDA."""
+    """Tiles per forward pass: from free memory on CUDA; on CPU 2 for compact networks, else 1.
+
+    PyTorch sends a 3-D convolution with one sample and a small ``C·D·H`` (under 20,480) to
+    its slow single-threaded kernel instead of oneDNN; compact networks hit that on most
+    layers. Two tiles per pass keep every layer on oneDNN: 0.22 s instead of 1.6 s per 40³
+    tile for width 8 on 2 cores, while the official width 64 gains nothing from it
+    (benchmarks/README.md).
+    """
     if device.type != "cuda":
-        return 1
+        return 2 if getattr(network, "width", 64) < _CPU_PAIR_BELOW_WIDTH else 1
     free, _ = torch.cuda.mem_get_info(device)
     width = getattr(network, "width", 64)
     per_tile = tile ** 3 * width * _GPU_BYTES_PER_VOXEL_WIDTH
@@ -251,7 +262,7 @@ def enhance_volume(volume, network: torch.nn.Module, *, mask=None, tiling: str =
     progress : bool
         Show a tqdm progress bar.
     batch_size : int, optional
-        Tiles per forward pass (default: 1 on CPU, from free memory on CUDA).
+        Tiles per forward pass (default: :func:`default_batch_size`).
     compile : bool
         Wrap the network in ``torch.compile`` (opt-in; pays off only on long runs).
 
