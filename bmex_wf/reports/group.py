@@ -1,16 +1,22 @@
-"""Group level: ``group_qc.tsv`` (one row per image) and ``group.html`` (QI per age group)."""
+"""Group level: ``group_qc.tsv`` (one row per image) and ``group.html`` (QI per age group).
+
+Tissue volumes of each image (``<src>[_space-<C>]_desc-volumes_morph.tsv`` beside its anat
+derivatives) join the row as ``<method>_<tissue>_mL`` columns.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import logging
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..utils.age import AGE_GROUPS
-from ..utils.derivatives import atomic_write_text
+from ..utils.derivatives import atomic_write_text, source_entities
+from ..utils.tissue import METHODS, TISSUES, TissueError, read_volumes_table
 from .paths import (
     figure_entities,
     report_template,
@@ -22,9 +28,45 @@ from .qc import QCRecordError, qc_from_summary
 
 LOGGER = logging.getLogger("bmex_wf.reports")
 
+#: Tissue-volume columns of ``group_qc.tsv``: ``<method>_<CSF|GM|WM|brain>_mL``.
+VOLUME_COLUMNS = tuple(f"{method}_{tissue}_mL" for method in METHODS
+                       for tissue in (*TISSUES, "brain"))
 #: Columns of ``group_qc.tsv``, in order.
 GROUP_COLUMNS = ("subject", "session", "contrast", "age", "group", "qi", "tct_before",
-                 "tct_after", "model", "mask_source", "status", "source", "error")
+                 "tct_after", "model", "mask_source", "status", *VOLUME_COLUMNS, "source",
+                 "error")
+#: Name of the per-image volumes table (after the source entities).
+_VOLUMES_NAME = r"(?:_space-[a-zA-Z0-9]+)?_desc-volumes_morph\.tsv"
+
+
+def find_volumes_table(output_dir: str | Path, subject: str, source: str,
+                       contrast: str | None) -> Path | None:
+    """The ``desc-volumes_morph.tsv`` of one image, or None.
+
+    Looked for under ``OUTPUT_DIR/sub-<label>/`` as ``<src>_desc-volumes_morph.tsv`` or
+    ``<src>_space-<X>_desc-volumes_morph.tsv`` (``<src>``: the source name without its
+    contrast suffix); ``space-<contrast>`` wins when several match.
+    """
+    src = source_entities(source, contrast) if contrast else source
+    pattern = re.compile(re.escape(src) + _VOLUMES_NAME + "$")
+    folder = Path(output_dir) / f"sub-{strip_prefix(subject, 'sub-')}"
+    found = sorted(p for p in folder.rglob("*_desc-volumes_morph.tsv")
+                   if pattern.match(p.name) and "figures" not in p.parts)
+    preferred = [p for p in found if f"_space-{contrast}_" in p.name]
+    return (preferred or found or [None])[0]
+
+
+def volume_cells(path: Path | None) -> dict[str, Any]:
+    """``<method>_<tissue>_mL`` values of a volumes table (a warning and none if unreadable)."""
+    if path is None:
+        return {}
+    try:
+        table = read_volumes_table(path)
+    except (OSError, TissueError) as err:
+        LOGGER.warning("%s", err)
+        return {}
+    return {f"{method}_{tissue}_mL": value for method, values in table.items()
+            if method in METHODS for tissue, value in values.items()}
 
 
 def _row_from_record(record: dict[str, Any], entities: dict[str, str], source: str,
@@ -75,7 +117,10 @@ def collect_records(output_dir: str | Path,
             except QCRecordError as err:
                 LOGGER.warning("%s", err)
                 record = {"status": "unreadable", "error": str(err)}
-            rows.append(_row_from_record(record, figure_entities(path), source, "success"))
+            row = _row_from_record(record, figure_entities(path), source, "success")
+            row.update(volume_cells(find_volumes_table(output_dir, label, source,
+                                                       row["contrast"])))
+            rows.append(row)
     for failure in failures:
         entities = {"sub": failure.get("subject"), "ses": failure.get("session"),
                     "suffix": failure.get("contrast")}
@@ -158,18 +203,21 @@ def generate_group_report(output_dir: str | Path, rows: list[dict[str, Any]]) ->
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template.parent)),
                              autoescape=jinja2.select_autoescape(["tpl", "html"]),
                              trim_blocks=True, lstrip_blocks=True)
+    # Volume columns only where some image has them, so pages without volumes stay narrow.
+    columns = [c for c in GROUP_COLUMNS if c != "error" and (
+        c not in VOLUME_COLUMNS or any(row.get(c) is not None for row in rows))]
     table = []
     for row in rows:
         report = subject_report(output_dir, str(row["subject"])) if row["subject"] else None
         table.append({
-            "cells": [_cell(row.get(col)) for col in GROUP_COLUMNS if col != "error"],
+            "cells": [_cell(row.get(col)) for col in columns],
             "link": report.name if report is not None and report.exists() else None,
             "error": row.get("error"),
             "failed": row.get("status") not in ("success", None),
         })
     html_text = env.get_template(template.name).render(
         title="bmex-wf group report",
-        columns=[c for c in GROUP_COLUMNS if c != "error"],
+        columns=columns,
         rows=table,
         n_images=len(rows),
         n_failed=sum(r["failed"] for r in table),
