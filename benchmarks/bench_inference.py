@@ -32,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bmex_wf.models.checkpoints import load_network  # noqa: E402
 from bmex_wf.models.fixture_weights import apply_rule_weights  # noqa: E402
 from bmex_wf.models.inference import (  # noqa: E402
     enhance_volume,
@@ -40,7 +41,8 @@ from bmex_wf.models.inference import (  # noqa: E402
     resolve_precision,
     run_tiles,
 )
-from bmex_wf.models.networks import build_network  # noqa: E402
+from bmex_wf.models.networks import build_network, is_compact  # noqa: E402
+from bmex_wf.models.registry import builtin_model_path  # noqa: E402
 from bmex_wf.models.stitching import UPSTREAM_COUNTER_START, Stitcher  # noqa: E402
 from bmex_wf.models.tiling import (  # noqa: E402
     TileGrid,
@@ -63,6 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--subject", default="sub-0002", help="test_BIDS subject (24 months)")
     parser.add_argument("--template", default="Template-Month24-T1w", help="age template")
     parser.add_argument("--width", type=int, default=None, help="network width (default 64)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="trained network E file instead of fixture-rule weights (its width "
+                             "is read from the file; 'builtin' = the shipped model)")
     parser.add_argument("--crop", type=int, default=None, help="crop the brain to this cube")
     parser.add_argument("--sample", type=int, default=None,
                         help="release patches timed (a 2x3x5 block = 30 by default)")
@@ -83,6 +88,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     return args
+
+
+def benchmark_network(args) -> torch.nn.Module:
+    """Network E: fixture-rule weights at ``--width``, or the trained file ``--model``."""
+    if args.model is None:
+        return apply_rule_weights(build_network("enhance", args.width))
+    path = builtin_model_path() if str(args.model) == "builtin" else args.model
+    net = load_network(path, "enhance")
+    args.width = net.width
+    return net
 
 
 def load_volume(subject: str, template: str, crop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -263,8 +278,8 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     rows = []
     vol, mask = load_volume(args.subject, args.template, args.crop)
-    net = apply_rule_weights(build_network("enhance", args.width))
-    default = resolve_precision("auto", CPU)
+    net = benchmark_network(args)
+    default = resolve_precision("auto", CPU, is_compact(net))
     other = None if default is not None else torch.bfloat16
     if args.compile_check:
         compile_check(args, net, default, len(fast_grid(mask)))
@@ -370,7 +385,8 @@ def main(argv=None) -> int:
 def report(args, vol, rows, fidelity, flops, fast_s, n_fast, per_patch, best, prec, rss_fast):
     """Print the result table."""
     cpu = torch.backends.cpu.get_cpu_capability()
-    print(f"# network E width {args.width}, fixture-rule weights; image {args.subject} "
+    weights = "fixture-rule weights" if args.model is None else f"weights {args.model}"
+    print(f"# network E width {args.width}, {weights}; image {args.subject} "
           f"{vol.shape}; {args.threads} threads; CPU capability {cpu}; torch {torch.__version__}")
     print(f"{'run':58s} {'prec':5s} {'tiles':>6s} {'seconds':>10s}")
     for name, prec_name, count, seconds in rows:

@@ -15,7 +15,7 @@ from bmex_wf.models.inference import (
     resolve_precision,
     skullstrip_volume,
 )
-from bmex_wf.models.networks import build_network, check_input_shape
+from bmex_wf.models.networks import build_network, check_input_shape, is_compact
 from bmex_wf.models.tiling import dilate_mask, extract_tile, fast_grid, upstream_grid
 
 
@@ -184,6 +184,9 @@ def test_resolve_device_and_precision():
     assert resolve_precision("fp32", cpu) is None
     assert resolve_precision("bf16", cpu) is torch.bfloat16
     assert resolve_precision("auto", cpu) is (torch.bfloat16 if cpu_has_native_bf16() else None)
+    assert resolve_precision("auto", cpu, compact=True) is None
+    assert resolve_precision("bf16", cpu, compact=True) is torch.bfloat16
+    assert is_compact(build_network("enhance", 8)) and not is_compact(build_network("skullstrip"))
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("int8", cpu)
 

@@ -52,6 +52,7 @@ class Enhance(SimpleInterface):
             resolve_device,
             resolve_precision,
         )
+        from ..models.networks import is_compact
         from ..utils.orientation import from_network_order, to_network_order
 
         img = nb.load(self.inputs.in_file)
@@ -68,7 +69,8 @@ class Enhance(SimpleInterface):
         )
         self._results["seconds"] = time.perf_counter() - start
         self._results["device"] = str(device)
-        self._results["precision"] = precision_name(resolve_precision(self.inputs.precision, device))
+        self._results["precision"] = precision_name(
+            resolve_precision(self.inputs.precision, device, is_compact(network)))
 
         header = img.header.copy()
         header.set_data_dtype("float32")

@@ -204,7 +204,11 @@ class HistogramMatch(SimpleInterface):
 
         import numpy as np
 
-        from ..utils.intensity import LandmarksError, match_histogram, template_landmarks
+        from ..utils.intensity import (
+            LandmarksError,
+            match_histogram,
+            template_landmarks,
+        )
 
         if isdefined(self.inputs.template):
             reference = template_landmarks(self.inputs.template)

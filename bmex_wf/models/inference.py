@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .networks import is_compact
 from .stitching import UPSTREAM_COUNTER_START, Stitcher
 from .tiling import (
     TileGrid,
@@ -73,16 +74,20 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+def resolve_precision(precision: str, device: torch.device,
+                      compact: bool = False) -> torch.dtype | None:
     """Autocast dtype for ``precision`` on ``device`` (``None`` means plain float32).
 
     ``"auto"``: bfloat16 on CUDA GPUs that support it, else float16; on CPU bfloat16 when
-    the CPU computes it natively, else float32.
+    the CPU computes it natively and the network is not ``compact``, else float32.
+    Compact networks (narrower than the official ones) are cheap in float32, and the
+    built-in model's output differed from float32 by 32 dB PSNR under bfloat16
+    (benchmarks/README.md), so they keep float32 on CPU.
     """
     if precision == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_native_bf16() else None
+        return torch.bfloat16 if cpu_has_native_bf16() and not compact else None
     if precision not in _PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use 'auto', 'fp32', 'bf16' or 'fp16'")
     return _PRECISIONS[precision]
@@ -149,10 +154,6 @@ def _cudnn_benchmark(device: torch.device):
         torch.backends.cudnn.benchmark = before
 
 
-#: Widths below this run two tiles per forward pass on CPU (see :func:`default_batch_size`).
-_CPU_PAIR_BELOW_WIDTH = 64
-
-
 def default_batch_size(network: torch.nn.Module, tile: int, device: torch.device) -> int:
     """Tiles per forward pass: from free memory on CUDA; on CPU 2 for compact networks, else 1.
 
@@ -163,7 +164,7 @@ def default_batch_size(network: torch.nn.Module, tile: int, device: torch.device
     (benchmarks/README.md).
     """
     if device.type != "cuda":
-        return 2 if getattr(network, "width", 64) < _CPU_PAIR_BELOW_WIDTH else 1
+        return 2 if is_compact(network) else 1
     free, _ = torch.cuda.mem_get_info(device)
     width = getattr(network, "width", 64)
     per_tile = tile ** 3 * width * _GPU_BYTES_PER_VOXEL_WIDTH
@@ -210,7 +211,7 @@ def run_tiles(network: torch.nn.Module, volume: np.ndarray, grid: TileGrid, stit
 
 def _prepare(network: torch.nn.Module, device, precision, compile_network: bool):
     dev = resolve_device(device)
-    dtype = resolve_precision(precision, dev)
+    dtype = resolve_precision(precision, dev, is_compact(network))
     network = network.eval().to(dev, memory_format=memory_format(dev))
     if compile_network:
         network = torch.compile(network, dynamic=False)
@@ -256,7 +257,7 @@ def enhance_volume(volume, network: torch.nn.Module, *, mask=None, tiling: str =
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda[:N]"``.
     precision : {"auto", "fp32", "bf16", "fp16"}
         Autocast dtype; ``"auto"`` picks bf16/fp16 on CUDA, bf16 on CPUs with native
-        bfloat16, else float32.
+        bfloat16 for official-width networks, else float32 (:func:`resolve_precision`).
     num_threads : int, optional
         Torch CPU threads during the call (restored afterwards).
     progress : bool

@@ -170,6 +170,7 @@ class EnhancementNetwork(_DenseUNet):
     """
 
     n_classes = 4
+    kind = "enhance"
 
     def __init__(self, width: int = OFFICIAL_WIDTH["enhance"]):
         super().__init__()
@@ -195,6 +196,7 @@ class SkullStripNetwork(_DenseUNet):
     """Network S (LifespanStrip): one trunk with a 4-channel softmax output."""
 
     n_classes = 4
+    kind = "skullstrip"
 
     def __init__(self, width: int = OFFICIAL_WIDTH["skullstrip"]):
         super().__init__()
@@ -204,6 +206,12 @@ class SkullStripNetwork(_DenseUNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input_shape(x.shape)
         return torch.softmax(self._trunk(x), dim=1)
+
+
+def is_compact(network: nn.Module) -> bool:
+    """Whether ``network`` is narrower than the official network of its kind."""
+    kind = getattr(network, "kind", "enhance")
+    return getattr(network, "width", OFFICIAL_WIDTH[kind]) < OFFICIAL_WIDTH[kind]
 
 
 NETWORK_CLASSES = {"enhance": EnhancementNetwork, "skullstrip": SkullStripNetwork}
