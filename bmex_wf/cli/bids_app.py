@@ -149,6 +149,7 @@ def build_workflow(cfg: RunConfig, jobs: list, outcomes: dict):
     from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
     from ..utils.plugins import apply_node_resources
+    from ..utils.templates import parse_output_spaces
     from ..workflows.participant import init_participant_wf, request_gpu
 
     workflow = Workflow(name="bmex_wf", base_dir=str(cfg.work_dir))
@@ -158,7 +159,8 @@ def build_workflow(cfg: RunConfig, jobs: list, outcomes: dict):
     settings = {"output_dir": cfg.output_dir, "bids_dir": cfg.bids_dir,
                 "models_dir": cfg.models_dir, "mask_source": cfg.brain_mask_source,
                 "use_gpu": cfg.use_gpu, "omp_nthreads": cfg.omp_nthreads, "tiling": cfg.tiling,
-                "precision": cfg.precision}
+                "precision": cfg.precision,
+                "output_spaces": parse_output_spaces(cfg.output_spaces)}
     built = []
     for subject, sub_jobs in by_subject.items():
         try:

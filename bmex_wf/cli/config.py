@@ -23,7 +23,8 @@ SECTIONS = {
                   "session_label", "bids_filters", "derivatives", "skip_bids_validation",
                   "reports_only", "boilerplate_only", "write_graph", "clean_workdir",
                   "write_provenance", "verbose", "run_uuid", "version", "models_dir"),
-    "workflow": ("device", "use_gpu", "precision", "tiling", "brain_mask_source", "age_months"),
+    "workflow": ("device", "use_gpu", "precision", "tiling", "brain_mask_source", "age_months",
+                 "output_spaces"),
     "nipype": ("nprocs", "omp_nthreads", "mem_gb", "use_plugin", "plugin", "plugin_args",
                "stop_on_first_crash", "resource_monitor"),
 }
@@ -56,6 +57,7 @@ class RunConfig:
     tiling: str = "fast"
     brain_mask_source: str = "auto"
     age_months: str | None = None
+    output_spaces: list = field(default_factory=list)
     nprocs: int | None = None
     omp_nthreads: int | None = None
     mem_gb: float | None = None
@@ -73,7 +75,7 @@ class RunConfig:
         """Build from parsed arguments (unknown attributes ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in vars(opts).items() if k in names and v is not None}
-        for key in ("participant_label", "session_label", "derivatives"):
+        for key in ("participant_label", "session_label", "derivatives", "output_spaces"):
             values[key] = [str(v) for v in values.get(key) or []]
         return cls(**values)
 

@@ -86,6 +86,20 @@ def _bids_filter_file(value: str) -> dict:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _output_space(value: str):
+    """One ``--output-spaces`` value, checked against the TemplateFlow home."""
+    from ..utils.templates import (
+        OutputSpaceError,
+        check_output_space,
+        parse_output_space,
+    )
+
+    try:
+        return check_output_space(parse_output_space(value))
+    except OutputSpaceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _plugin_file(value: str) -> Path:
     path = _existing_file(value)
     try:
@@ -175,6 +189,13 @@ def get_parser() -> argparse.ArgumentParser:
     wf.add_argument("--age-months", metavar="MONTHS", type=_age_months,
                     help="age of every processed image, overriding the BIDS tables: months "
                     "(negative: in utero), 'fetal' or 'adult'")
+    wf.add_argument("--output-spaces", nargs="+", metavar="SPACE", type=_output_space,
+                    help="TemplateFlow templates to register the enhanced images to, with "
+                    "optional ':cohort-<label>' and ':res-<N>' (e.g. MNI152NLin2009cAsym "
+                    "MNIInfant UNCInfant:cohort-2); infant templates without a cohort get "
+                    "the cohort of each image's age; fetal images are skipped unless a fetal "
+                    "template is named. Templates come from $TEMPLATEFLOW_HOME (default: "
+                    "none, no registration)")
 
     other = parser.add_argument_group("Other options")
     other.add_argument("-w", "--work-dir", metavar="DIR",
@@ -215,6 +236,11 @@ def _check(parser: argparse.ArgumentParser, opts) -> None:
                      "desc-brain_mask images")
     if opts.nprocs and opts.omp_nthreads and opts.omp_nthreads > opts.nprocs:
         parser.error(f"--omp-nthreads ({opts.omp_nthreads}) exceeds --nprocs ({opts.nprocs})")
+    try:  # values reloaded from --config-file arrive as strings
+        opts.output_spaces = [_output_space(v) if isinstance(v, str) else v
+                              for v in opts.output_spaces or []]
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"--output-spaces: {exc}")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

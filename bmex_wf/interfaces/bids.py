@@ -85,3 +85,121 @@ class BMEXDerivativesSink(SimpleInterface):
             bids_dir=inputs.bids_dir if isdefined(inputs.bids_dir) else None)
         self._results["out_files"] = [str(p) for p in written]
         return runtime
+
+
+def _target_folder(inputs):
+    """Derivatives folder of the source image (mirrors the BIDS layout when known)."""
+    from ..utils.derivatives import derivative_folder
+
+    return derivative_folder(inputs.output_dir, inputs.source_file,
+                             inputs.bids_dir if isdefined(inputs.bids_dir) else None)
+
+
+class _SpaceSinkInputSpec(BaseInterfaceInputSpec):
+    output_dir = Directory(mandatory=True, desc="root of the derivatives dataset")
+    source_file = File(exists=True, mandatory=True, desc="the input image")
+    bids_dir = Directory(desc="root of the input BIDS dataset (outputs mirror its layout)")
+    contrast = traits.Enum("T1w", "T2w", mandatory=True, desc="contrast of the input")
+    space = traits.Str(mandatory=True, desc="output space, e.g. 'MNIInfant:cohort-1'")
+    enhanced = File(exists=True, mandatory=True, desc="enhanced image in the template space")
+    dseg = File(exists=True, mandatory=True, desc="tissue labels in the template space")
+    xfm_forward = File(exists=True, mandatory=True, desc="image-to-template transform (.h5)")
+    xfm_inverse = File(exists=True, mandatory=True, desc="template-to-image transform (.h5)")
+    metadata = traits.Dict(desc="entries added to every sidecar")
+
+
+class BMEXSpaceSink(SimpleInterface):
+    """Write an image's template-space outputs and transforms, atomically.
+
+    Names: :func:`bmex_wf.utils.templates.space_output_names`; images get JSON sidecars.
+    """
+
+    input_spec = _SpaceSinkInputSpec
+    output_spec = _BMEXDerivativesSinkOutputSpec
+    always_run = True
+
+    def _run_interface(self, runtime):
+        from pathlib import Path
+
+        from ..utils.derivatives import (
+            TISSUES,
+            atomic_copy,
+            atomic_write_json,
+            source_uri,
+        )
+        from ..utils.templates import parse_output_space, space_output_names
+
+        inputs = self.inputs
+        space = parse_output_space(inputs.space)
+        folder = _target_folder(inputs)
+        names = space_output_names(Path(inputs.source_file).name, inputs.contrast, space)
+        source = source_uri(inputs.source_file, inputs.bids_dir
+                            if isdefined(inputs.bids_dir) else None)
+        common = dict(inputs.metadata) if isdefined(inputs.metadata) else {}
+        common.update({"Sources": [source], "SpatialReference": str(space),
+                       "Template": space.name})
+        if space.cohort is not None:
+            common["Cohort"] = space.cohort
+        sidecars = {
+            "enhanced": {"Description": f"BME-X enhanced image ({inputs.contrast}) in "
+                         f"{space} space", "SkullStripped": False},
+            "dseg": {"Labels": {str(i): name for i, name in TISSUES.items()},
+                     "Interpolation": "nearest neighbour"},
+        }
+        written = []
+        for key, path in (("enhanced", inputs.enhanced), ("dseg", inputs.dseg),
+                          ("xfm_forward", inputs.xfm_forward),
+                          ("xfm_inverse", inputs.xfm_inverse)):
+            target = atomic_copy(path, folder / names[key])
+            written.append(target)
+            if key in sidecars:
+                json_path = str(target).replace(".nii.gz", ".json")
+                written.append(atomic_write_json(json_path, {**common, **sidecars[key]}))
+        self._results["out_files"] = [str(p) for p in written]
+        return runtime
+
+
+class _VolumesSinkInputSpec(BaseInterfaceInputSpec):
+    output_dir = Directory(mandatory=True, desc="root of the derivatives dataset")
+    source_file = File(exists=True, mandatory=True, desc="the input image")
+    bids_dir = Directory(desc="root of the input BIDS dataset (outputs mirror its layout)")
+    contrast = traits.Enum("T1w", "T2w", mandatory=True, desc="contrast of the input")
+    in_tsv = File(exists=True, mandatory=True, desc="tissue-volume table")
+
+
+class BMEXVolumesSink(SimpleInterface):
+    """Write an image's tissue-volume table as ``<src>_desc-volumes_morph.tsv`` (+ JSON)."""
+
+    input_spec = _VolumesSinkInputSpec
+    output_spec = _BMEXDerivativesSinkOutputSpec
+    always_run = True
+
+    def _run_interface(self, runtime):
+        from pathlib import Path
+
+        from ..utils.derivatives import (
+            atomic_copy,
+            atomic_write_json,
+            source_entities,
+            source_uri,
+        )
+
+        inputs = self.inputs
+        src = source_entities(Path(inputs.source_file).name, inputs.contrast)
+        target = atomic_copy(inputs.in_tsv,
+                             _target_folder(inputs) / f"{src}_desc-volumes_morph.tsv")
+        meta = {
+            "Description": "Tissue volumes in mL: from the BME-X tissue labels (bmex) and from "
+                           "3-class Atropos on the original and on the enhanced brain",
+            "Sources": [source_uri(inputs.source_file, inputs.bids_dir
+                                   if isdefined(inputs.bids_dir) else None)],
+            **{f"{t}_mL": {"Description": f"{t} volume", "Units": "mL"}
+               for t in ("CSF", "GM", "WM", "brain")},
+            "method": {"Description": "how the labels were obtained",
+                       "Levels": {"bmex": "BME-X network labels",
+                                  "atropos_original": "Atropos on the original brain",
+                                  "atropos_enhanced": "Atropos on the enhanced brain"}},
+        }
+        sidecar = atomic_write_json(str(target).replace(".tsv", ".json"), meta)
+        self._results["out_files"] = [str(target), str(sidecar)]
+        return runtime

@@ -132,22 +132,61 @@ class TissueSegRPT(nrb.ReportingInterface):
         return super()._post_run_hook(runtime)
 
     def _generate_report(self):
-        from nireports.reportlets.mosaic import plot_segs
-        from nireports.reportlets.utils import compose_view
-
         files = self._display_files
         segs, levels, colors = [files["dseg"]], [[0.5, 1.5, 2.5]], [list(self.inputs.colors)]
         if "mask" in files:
             segs.insert(0, files["mask"])
             levels.insert(0, [0.5])
             colors.insert(0, ["r"])
-        compose_view(
-            plot_segs(image_nii=files["reference"], seg_niis=segs,
-                      bbox_nii=files.get("mask", files["dseg"]), levels=levels, colors=colors,
-                      masked=False, compress=self.inputs.compress_report),
-            fg_svgs=None,
-            out_file=self._out_report,
-        )
+        _contour_report(files["reference"], segs, levels, colors,
+                        bbox=files.get("mask", files["dseg"]), out_file=self._out_report,
+                        compress=self.inputs.compress_report)
+
+
+def _contour_report(image, segs, levels, colors, *, bbox, out_file, compress) -> None:
+    """Contours of ``segs`` (one level list and colour list each) over ``image``, three views."""
+    from nireports.reportlets.mosaic import plot_segs
+    from nireports.reportlets.utils import compose_view
+
+    compose_view(plot_segs(image_nii=image, seg_niis=segs, bbox_nii=bbox, levels=levels,
+                           colors=colors, masked=False, compress=compress),
+                 fg_svgs=None, out_file=out_file)
+
+
+class _RegistrationInputSpecRPT(nrb._SVGReportCapableInputSpec):
+    in_file = File(exists=True, mandatory=True,
+                   desc="enhanced brain registered to the template (template grid)")
+    template_mask = File(exists=True, mandatory=True, desc="template brain mask (red contour)")
+    template_wm = File(exists=True,
+                       desc="template white-matter probability map (magenta contour at 0.5)")
+
+
+class RegistrationRPT(nrb.ReportingInterface):
+    """Template brain contours over the image registered to the template.
+
+    The red line is the template's brain boundary and the magenta line its grey/white-matter
+    boundary (white-matter probability 0.5): a good registration puts the warped image's brain
+    edge and white matter on them.
+    """
+
+    input_spec = _RegistrationInputSpecRPT
+
+    def _post_run_hook(self, runtime):
+        others = {"mask": self.inputs.template_mask}
+        if isdefined(self.inputs.template_wm):
+            others["wm"] = self.inputs.template_wm
+        self._display_files = _display(runtime, self.inputs.in_file, others, labels=("mask",))
+        return super()._post_run_hook(runtime)
+
+    def _generate_report(self):
+        files = self._display_files
+        segs, levels, colors = [files["mask"]], [[0.5]], [["r"]]
+        if "wm" in files:
+            segs.append(files["wm"])
+            levels.append([0.5])
+            colors.append([TISSUE_COLORS[2]])
+        _contour_report(files["reference"], segs, levels, colors, bbox=files["mask"],
+                        out_file=self._out_report, compress=self.inputs.compress_report)
 
 
 class _QCSummaryInputSpec(BaseInterfaceInputSpec):

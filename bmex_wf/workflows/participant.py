@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
-from ..interfaces.bids import BMEXDerivativesSink
+from ..interfaces.bids import BMEXDerivativesSink, BMEXSpaceSink, BMEXVolumesSink
 from ..utils.age import age_group
 from ..utils.bids import AgeInfo
+from ..utils.templates import OutputSpace, resolve_space
 
 #: Outputnode fields of ``init_bmex_wf`` written by the sink (same names on both sides).
 SINK_FIELDS = ("enhanced", "enhanced_brain", "brain_mask", "dseg", "probsegs", "qi",
@@ -81,8 +83,15 @@ def init_image_wf(*, job: ImageJob, output_dir: Path, bids_dir: Path | None = No
                   models_dir: Path | None = None, mask_source: str = "auto",
                   use_gpu: bool = False, omp_nthreads: int = 1, tiling: str = "fast",
                   precision: str = "auto", reports: bool = True,
-                  name: str | None = None) -> Workflow:
-    """``init_bmex_wf`` for one image, its outputs sunk to ``output_dir`` (+ reportlets)."""
+                  output_spaces: Sequence[OutputSpace] = (), volumes: bool = True,
+                  registration: dict | None = None, name: str | None = None) -> Workflow:
+    """``init_bmex_wf`` for one image, its outputs sunk to ``output_dir`` (+ reportlets).
+
+    ``output_spaces`` adds one ``init_registration_wf`` (and a sink) per space that applies
+    to the image (:func:`bmex_wf.utils.templates.resolve_space`); ``registration`` holds
+    its keyword arguments (``transform``, ``iterations``, ``spacing_mm``, ``seed``).
+    ``volumes`` adds the tissue-volume table (``desc-volumes_morph.tsv``).
+    """
     from .base import init_bmex_wf
 
     workflow = Workflow(name=name or f"{job.name}_wf")
@@ -103,7 +112,68 @@ def init_image_wf(*, job: ImageJob, output_dir: Path, bids_dir: Path | None = No
     workflow.connect([(bmex_wf, sink, [(f"outputnode.{f}", f) for f in SINK_FIELDS])])
     if reports:
         _add_reports(workflow, bmex_wf, job, output_dir)
+    if volumes:
+        _add_volumes(workflow, bmex_wf, job, output_dir, bids_dir)
+    for space in output_spaces:
+        resolved = resolve_space(space, job.age.months, fetal=job.age.fetal,
+                                 source=Path(job.path).name)
+        if resolved is not None:
+            _add_space(workflow, bmex_wf, job, resolved, output_dir, bids_dir,
+                       omp_nthreads=omp_nthreads, reports=reports, **(registration or {}))
     return workflow
+
+
+def _add_volumes(workflow, bmex_wf, job: ImageJob, output_dir: Path,
+                 bids_dir: Path | None) -> None:
+    """Tissue volumes of the network dseg and of Atropos (original, enhanced) into a TSV."""
+    from ..interfaces.tissue import TissueVolumes
+
+    volumes = pe.Node(TissueVolumes(contrast=job.contrast, original_brain=str(job.path)),
+                      name="tissue_volumes", mem_gb=2)
+    sink = pe.Node(BMEXVolumesSink(output_dir=str(output_dir), source_file=str(job.path),
+                                   contrast=job.contrast),
+                   name="ds_volumes", run_without_submitting=True)
+    if bids_dir is not None:
+        sink.inputs.bids_dir = str(bids_dir)
+    workflow.connect([
+        (bmex_wf, volumes, [("outputnode.dseg", "dseg"),
+                            ("outputnode.enhanced_brain", "enhanced_brain"),
+                            ("outputnode.brain_mask", "brain_mask")]),
+        (volumes, sink, [("out_tsv", "in_tsv")]),
+    ])
+
+
+def _add_space(workflow, bmex_wf, job: ImageJob, space: OutputSpace, output_dir: Path,
+               bids_dir: Path | None, *, omp_nthreads: int, reports: bool, **settings) -> None:
+    """Registration to ``space``, its outputs sunk, its reportlet into the figures."""
+    from .registration import init_registration_wf
+
+    reg_wf = init_registration_wf(space=space, contrast=job.contrast,
+                                  omp_nthreads=omp_nthreads, **settings)
+    sink = pe.Node(BMEXSpaceSink(output_dir=str(output_dir), source_file=str(job.path),
+                                 contrast=job.contrast, space=str(space),
+                                 metadata=job.metadata()),
+                   name=f"ds_{reg_wf.name}", run_without_submitting=True)
+    if bids_dir is not None:
+        sink.inputs.bids_dir = str(bids_dir)
+    workflow.connect([
+        (bmex_wf, reg_wf, [(f"outputnode.{f}", f"inputnode.{f}")
+                           for f in ("enhanced", "enhanced_brain", "brain_mask", "dseg")]),
+        (reg_wf, sink, [("outputnode.enhanced", "enhanced"), ("outputnode.dseg", "dseg"),
+                        ("outputnode.forward_xfm", "xfm_forward"),
+                        ("outputnode.inverse_xfm", "xfm_inverse")]),
+    ])
+    if reports:
+        from ..interfaces.figures_sink import FiguresSink
+
+        entities = {"space": space.name, "desc": "registration"}
+        if space.cohort is not None:
+            entities["cohort"] = space.cohort
+        figure = pe.Node(FiguresSink(output_dir=str(output_dir), source_file=str(job.path),
+                                     datatype="figures", dismiss_entities=("echo",),
+                                     **entities),
+                         name=f"ds_report_{reg_wf.name}", run_without_submitting=True)
+        workflow.connect([(reg_wf, figure, [("outputnode.out_report", "in_file")])])
 
 
 def _add_reports(workflow, bmex_wf, job: ImageJob, output_dir: Path) -> None:
@@ -122,7 +192,9 @@ def init_participant_wf(*, subject: str, jobs: list[ImageJob], output_dir: Path,
                         bids_dir: Path | None = None, models_dir: Path | None = None,
                         mask_source: str = "auto", use_gpu: bool = False,
                         omp_nthreads: int = 1, tiling: str = "fast", precision: str = "auto",
-                        reports: bool = True, name: str | None = None) -> Workflow:
+                        reports: bool = True, output_spaces: Sequence[OutputSpace] = (),
+                        volumes: bool = True, registration: dict | None = None,
+                        name: str | None = None) -> Workflow:
     """Workflow of one participant: every image of ``jobs`` enhanced and sunk.
 
     Parameters
@@ -139,6 +211,13 @@ def init_participant_wf(*, subject: str, jobs: list[ImageJob], output_dir: Path,
         Passed to ``init_bmex_wf``.
     reports : bool
         Add the visual QC reportlets of each image.
+    output_spaces : sequence of OutputSpace
+        Standard spaces each image is registered to (fetal images and ages beyond a
+        template's cohorts skip a space, with a log message).
+    volumes : bool
+        Write each image's tissue-volume table.
+    registration : dict, optional
+        Settings of ``init_registration_wf`` (``transform``, ``iterations``, ...).
 
     Returns
     -------
@@ -151,5 +230,6 @@ def init_participant_wf(*, subject: str, jobs: list[ImageJob], output_dir: Path,
         workflow.add_nodes([init_image_wf(
             job=job, output_dir=output_dir, bids_dir=bids_dir, models_dir=models_dir,
             mask_source=mask_source, use_gpu=use_gpu, omp_nthreads=omp_nthreads,
-            tiling=tiling, precision=precision, reports=reports)])
+            tiling=tiling, precision=precision, reports=reports,
+            output_spaces=output_spaces, volumes=volumes, registration=registration)])
     return workflow
