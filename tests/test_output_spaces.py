@@ -116,6 +116,27 @@ def test_registration_workflow_runs(local_tf, bids_dir, tmp_path):
     assert outputs.inverse_transform.endswith("InverseComposite.h5")
     svg = Path(nodes["report"].result.outputs.out_report).read_text()
     assert svg.count("<svg") >= 1 and "<image" in svg
+    _report_shows_registration(nodes["report"].result.outputs.out_report, tmp_path)
+
+
+def _report_shows_registration(svg: str, tmp_path: Path) -> None:
+    """The reportlet, named by the figures sink (with a cohort), joins the subject report."""
+    from bmex_wf.interfaces.figures_sink import FiguresSink
+    from bmex_wf.reports import generate_subject_report
+
+    source = tmp_path / "bids" / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
+    source.parent.mkdir(parents=True)
+    nb.Nifti1Image(np.zeros((2, 2, 2), np.uint8), np.eye(4)).to_filename(source)
+    out = tmp_path / "out"
+    sink = FiguresSink(output_dir=str(out), source_file=str(source), in_file=svg,
+                       datatype="figures", space="MNIInfant", cohort="3", desc="registration")
+    (tmp_path / "sink").mkdir()
+    figure = Path(sink.run(cwd=str(tmp_path / "sink")).outputs.out_file)
+    assert figure == (out / "sub-01" / "figures" /
+                      "sub-01_space-MNIInfant_cohort-3_desc-registration_T1w.svg")
+    page = generate_subject_report(out, "01").read_text()
+    assert "Registration to a standard space" in page and figure.name in page
+    assert "MNIInfant template" in page
 
 
 # --------------------------------------------------------------------------- participant graph
