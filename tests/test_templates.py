@@ -140,7 +140,7 @@ def test_fetch_from_local_home(local_tf, caplog):
     t2 = fetch_template(space, "T2w")
     assert t2.image == files.image and t2.contrast == "T1w"
     assert "has no T2w image" in caplog.text
-    with pytest.raises(TemplateFetchError, match="no file matching"):
+    with pytest.raises(TemplateFetchError, match="has no T1w/T2w image"):
         fetch_template(OutputSpace(TEMPLATE, resolution=2), "T1w")
 
 
@@ -157,3 +157,12 @@ def test_offline_missing_template_is_one_clear_error(tmp_path, monkeypatch):
     assert f"from templateflow.api import get; get('{TEMPLATE}')" in message
     with pytest.raises(OutputSpaceError, match="unknown TemplateFlow template 'MNIInfant'"):
         check_output_space(OutputSpace("MNIInfant"))
+
+
+def test_offline_optional_files_are_skipped(tmp_path, monkeypatch, caplog):
+    """Probability maps only feed the reportlet: not fetchable, they are left out (logged)."""
+    root = build_templateflow_home(tmp_path / "tf", empty=("label-WM_probseg",))
+    use_templateflow_home(monkeypatch, root)
+    files = fetch_template(OutputSpace(TEMPLATE), "T1w")
+    assert sorted(files.probsegs) == ["GM"]
+    assert "label-WM_probseg.nii.gz is neither cached" in caplog.text

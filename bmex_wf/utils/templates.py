@@ -254,8 +254,14 @@ def _prefetch_hint(space: OutputSpace) -> str:
             f"run bmex-wf with the same TEMPLATEFLOW_HOME")
 
 
-def _get(space: OutputSpace, required: bool, **query) -> Path | None:
-    """One template file through ``templateflow.api.get`` (``None`` when none matches)."""
+def _get(space: OutputSpace, **query) -> Path | None:
+    """One template file through ``templateflow.api.get``; ``None`` when none is listed.
+
+    Raises
+    ------
+    TemplateFetchError
+        The file is listed but neither cached nor downloadable.
+    """
     from templateflow import api
 
     if space.cohort is not None:
@@ -271,18 +277,23 @@ def _get(space: OutputSpace, required: bool, **query) -> Path | None:
             raise TemplateFetchError(
                 f"TemplateFlow template {space} is not available: {Path(listed[0]).name} is "
                 f"neither cached in {templateflow_home()} nor downloadable "
-                f"({type(exc).__name__}); to pre-fetch it, "
-                f"{_prefetch_hint(space)}") from None
+                f"({type(exc).__name__}); to pre-fetch it, {_prefetch_hint(space)}") from None
         path = Path(found[0] if isinstance(found, list) else found)
         if not path.is_file() or path.stat().st_size == 0:
             raise TemplateFetchError(
                 f"TemplateFlow template {space}: {path} is an empty placeholder (offline "
                 f"cache); to pre-fetch it, {_prefetch_hint(space)}")
         return path
-    if required:
-        raise TemplateFetchError(f"TemplateFlow template {space} has no file matching "
-                                 f"{query} in {templateflow_home()}")
     return None
+
+
+def _optional(space: OutputSpace, **query) -> Path | None:
+    """A file only the report needs: missing or not fetchable gives ``None`` (logged)."""
+    try:
+        return _get(space, **query)
+    except TemplateFetchError as exc:
+        LOGGER.warning("%s (not needed for registration)", exc)
+        return None
 
 
 def fetch_template(space: OutputSpace, contrast: str) -> TemplateFiles:
@@ -291,22 +302,26 @@ def fetch_template(space: OutputSpace, contrast: str) -> TemplateFiles:
     Raises
     ------
     TemplateFetchError
-        A needed file is neither cached nor downloadable.
+        The template image or brain mask is missing, or neither cached nor downloadable.
     """
     other = "T2w" if contrast == "T1w" else "T1w"
-    image, used = _get(space, False, suffix=contrast, desc=None), contrast
+    image, used = _get(space, suffix=contrast, desc=None), contrast
     if image is None:
-        image, used = _get(space, True, suffix=other, desc=None), other
+        image, used = _get(space, suffix=other, desc=None), other
         LOGGER.info("Template %s has no %s image: registering to its %s image (mutual "
                     "information)", space, contrast, other)
-    mask = (_get(space, False, suffix="mask", desc="brain", label=None)
-            or _get(space, True, suffix="mask", label="brain", desc=None))
+    mask = (_get(space, suffix="mask", desc="brain", label=None)
+            or _get(space, suffix="mask", label="brain", desc=None))
+    if image is None or mask is None:
+        raise TemplateFetchError(f"TemplateFlow template {space} has no "
+                                 f"{'T1w/T2w image' if image is None else 'brain mask'} in "
+                                 f"{templateflow_home()} (check the resolution and cohort)")
     probsegs = {}
     for tissue in ("CSF", "GM", "WM"):
-        path = _get(space, False, suffix="probseg", label=tissue, desc=None)
+        path = _optional(space, suffix="probseg", label=tissue, desc=None)
         if path is not None:
             probsegs[tissue] = path
-    dseg = _get(space, False, suffix="dseg", desc=None, atlas=None)
+    dseg = _optional(space, suffix="dseg", desc=None, atlas=None)
     return TemplateFiles(space=space, image=image, contrast=used, mask=mask,
                          probsegs=probsegs, dseg=dseg)
 
