@@ -57,6 +57,18 @@ def test_parser_output_spaces_and_config_round_trip(tmp_path):
     assert reloaded.output_spaces == opts.output_spaces
 
 
+def test_enhance_parser_output_spaces(tmp_path):
+    from bmex_wf.cli.parser import parse_enhance_args
+
+    image = _bids(tmp_path) / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
+    opts = parse_enhance_args([str(image), str(tmp_path / "out"), "--age-months", "30",
+                               "--output-spaces", "MNIInfant", "MNI152NLin6Asym:res-2"])
+    assert opts.output_spaces == [OutputSpace("MNIInfant"), OutputSpace("MNI152NLin6Asym",
+                                                                        None, 2)]
+    assert parse_enhance_args([str(image), str(tmp_path / "o"), "--age-months", "3"]
+                              ).output_spaces is None
+
+
 @pytest.mark.parametrize("value, message", [
     ("MNIInfant:cohort-99", "no cohort 99"),
     ("NotATemplate", "unknown TemplateFlow template"),

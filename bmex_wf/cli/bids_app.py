@@ -454,7 +454,8 @@ def enhance_main(argv) -> int:
                     models_dir=opts.models_dir, device=opts.device, precision=opts.precision,
                     tiling=opts.tiling, brain_mask_source=opts.brain_mask_source,
                     age_months=opts.age_months, nprocs=opts.nprocs,
-                    omp_nthreads=opts.omp_nthreads, mem_gb=opts.mem_gb)
+                    omp_nthreads=opts.omp_nthreads, mem_gb=opts.mem_gb,
+                    output_spaces=[str(s) for s in opts.output_spaces or []])
     cfg.nprocs = cfg.nprocs or _cpu_count()
     cfg.omp_nthreads = cfg.omp_nthreads or min(8, cfg.nprocs)
     cfg.use_gpu = resolve_use_gpu(cfg.device)
@@ -476,7 +477,7 @@ def enhance_main(argv) -> int:
             job=job, output_dir=cfg.output_dir, models_dir=cfg.models_dir,
             mask_source=cfg.brain_mask_source, use_gpu=cfg.use_gpu,
             omp_nthreads=cfg.omp_nthreads, tiling=cfg.tiling, precision=cfg.precision,
-            reports=subject is not None)])
+            reports=subject is not None, output_spaces=opts.output_spaces or [])])
     except (FileNotFoundError, ValueError) as exc:
         outcomes[key].status, outcomes[key].reason = "failed", str(exc)
         return _summary(outcomes)

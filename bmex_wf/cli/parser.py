@@ -131,6 +131,16 @@ def _add_model_options(group, *, enhance: bool = False) -> None:
                        help="how the brain mask is obtained (default: %(default)s)")
 
 
+def _add_output_spaces(group) -> None:
+    group.add_argument("--output-spaces", nargs="+", metavar="SPACE", type=_output_space,
+                       help="TemplateFlow templates to register the enhanced images to, with "
+                       "optional ':cohort-<label>' and ':res-<N>' (e.g. MNI152NLin2009cAsym "
+                       "MNIInfant UNCInfant:cohort-2); infant templates without a cohort get "
+                       "the cohort of each image's age; fetal images are skipped unless a "
+                       "fetal template is named. Templates come from $TEMPLATEFLOW_HOME "
+                       "(default: none, no registration)")
+
+
 def _add_performance_options(group) -> None:
     group.add_argument("--nprocs", "--n-cpus", "--n_cpus", dest="nprocs", metavar="N",
                        type=_pos_int, help="maximum number of processes (default: all CPUs)")
@@ -189,13 +199,7 @@ def get_parser() -> argparse.ArgumentParser:
     wf.add_argument("--age-months", metavar="MONTHS", type=_age_months,
                     help="age of every processed image, overriding the BIDS tables: months "
                     "(negative: in utero), 'fetal' or 'adult'")
-    wf.add_argument("--output-spaces", nargs="+", metavar="SPACE", type=_output_space,
-                    help="TemplateFlow templates to register the enhanced images to, with "
-                    "optional ':cohort-<label>' and ':res-<N>' (e.g. MNI152NLin2009cAsym "
-                    "MNIInfant UNCInfant:cohort-2); infant templates without a cohort get "
-                    "the cohort of each image's age; fetal images are skipped unless a fetal "
-                    "template is named. Templates come from $TEMPLATEFLOW_HOME (default: "
-                    "none, no registration)")
+    _add_output_spaces(wf)
 
     other = parser.add_argument_group("Other options")
     other.add_argument("-w", "--work-dir", metavar="DIR",
@@ -285,6 +289,7 @@ def get_enhance_parser() -> argparse.ArgumentParser:
                         help="brain mask to use (any grid); implies --brain-mask-source "
                         "precomputed")
     _add_model_options(parser)
+    _add_output_spaces(parser)
     _add_performance_options(parser)
     parser.add_argument("-w", "--work-dir", metavar="DIR",
                         type=lambda v: Path(v).expanduser().absolute(),
