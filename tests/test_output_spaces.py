@@ -202,8 +202,9 @@ def test_cli_builds_registration_nodes(local_tf, bids_dir, small_models, tmp_pat
     opts = parse_args([str(bids_dir), str(tmp_path / "out"), "participant", "-w",
                        str(tmp_path / "work"), "--participant-label", "0002", "0009",
                        "--models-dir", str(small_models), "--device", "cpu",
-                       "--output-spaces", TEMPLATE, "--skip-bids-validation"])
+                       "--output-spaces", TEMPLATE, "--skip-bids-validation", "--sloppy"])
     cfg = bids_app.build_config(opts)
+    assert cfg.to_dict()["workflow"]["sloppy"] is True
     outcomes = {}
     jobs = bids_app.plan_jobs(cfg, outcomes)
     workflow, built = bids_app.build_workflow(cfg, jobs, outcomes)
@@ -211,6 +212,9 @@ def test_cli_builds_registration_nodes(local_tf, bids_dir, small_models, tmp_pat
     names = _node_names(workflow)
     assert any(n.endswith(f"sub_0002_ses_V01_T1w_wf.ds_reg_{TEMPLATE}_wf") for n in names)
     assert not any("sub_0009" in n and ".reg_" in n for n in names)
+    register = workflow.get_node(f"sub_0002_wf.sub_0002_ses_V01_T1w_wf.reg_{TEMPLATE}_wf."
+                                 "register")
+    assert (register.inputs.iterations, register.inputs.spacing_mm) == ("quick", 2.0)
     assert "[@templateflow]" in bids_app.citation_text(workflow)
 
 

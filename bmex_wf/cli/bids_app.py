@@ -21,6 +21,8 @@ from .config import RunConfig
 from .parser import load_plugin_file, parse_args, parse_enhance_args
 
 LOGGER = logging.getLogger("bmex_wf.cli")
+#: Registration settings of ``--sloppy`` (testing only).
+SLOPPY_REGISTRATION = {"iterations": "quick", "spacing_mm": 2.0}
 
 
 @dataclass
@@ -160,7 +162,8 @@ def build_workflow(cfg: RunConfig, jobs: list, outcomes: dict):
                 "models_dir": cfg.models_dir, "mask_source": cfg.brain_mask_source,
                 "use_gpu": cfg.use_gpu, "omp_nthreads": cfg.omp_nthreads, "tiling": cfg.tiling,
                 "precision": cfg.precision,
-                "output_spaces": parse_output_spaces(cfg.output_spaces)}
+                "output_spaces": parse_output_spaces(cfg.output_spaces),
+                "registration": SLOPPY_REGISTRATION if cfg.sloppy else None}
     built = []
     for subject, sub_jobs in by_subject.items():
         try:

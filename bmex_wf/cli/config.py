@@ -24,7 +24,7 @@ SECTIONS = {
                   "reports_only", "boilerplate_only", "write_graph", "clean_workdir",
                   "write_provenance", "verbose", "run_uuid", "version", "models_dir"),
     "workflow": ("device", "use_gpu", "precision", "tiling", "brain_mask_source", "age_months",
-                 "output_spaces"),
+                 "output_spaces", "sloppy"),
     "nipype": ("nprocs", "omp_nthreads", "mem_gb", "use_plugin", "plugin", "plugin_args",
                "stop_on_first_crash", "resource_monitor"),
 }
@@ -58,6 +58,7 @@ class RunConfig:
     brain_mask_source: str = "auto"
     age_months: str | None = None
     output_spaces: list = field(default_factory=list)
+    sloppy: bool = False
     nprocs: int | None = None
     omp_nthreads: int | None = None
     mem_gb: float | None = None

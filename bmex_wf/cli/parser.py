@@ -213,6 +213,9 @@ def get_parser() -> argparse.ArgumentParser:
                        help="only rebuild the reports from existing outputs")
     other.add_argument("--boilerplate-only", "--boilerplate", dest="boilerplate_only",
                        action="store_true", help="write the citation boilerplate and exit")
+    other.add_argument("--sloppy", action="store_true",
+                       help="testing only: quick registration to the --output-spaces "
+                       "templates (fewer iterations, at 2 mm)")
     other.add_argument("--stop-on-first-crash", action="store_true",
                        help="stop at the first failure instead of processing the other images")
     other.add_argument("--write-graph", action="store_true",
