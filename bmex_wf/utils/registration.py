@@ -62,7 +62,12 @@ class RegistrationResult:
 
 @contextmanager
 def itk_threads(num_threads: int):
-    """Set ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` for the duration of the block."""
+    """Set ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` for the duration of the block.
+
+    ITK reads the variable once per process, at its first multi-threaded filter: it takes
+    effect in fresh processes (Nipype's MultiProc workers, ``maxtasksperchild=1``), not after
+    another ITK call in the same process.
+    """
     key = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
     old = os.environ.get(key)
     os.environ[key] = str(max(1, int(num_threads)))
