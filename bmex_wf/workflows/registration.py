@@ -125,7 +125,8 @@ def _description(space: OutputSpace, template: TemplateFiles, transform: str,
     return f"""\
 The enhanced {contrast} brain was registered to the {tpl} template{cohort}{cross},
 obtained through TemplateFlow [@templateflow], with `antsRegistration` (ANTs [@ants], through
-ANTsPy) in {stages} stages, the template brain-extracted with its brain mask. The enhanced
-image and the tissue labels (nearest-neighbour interpolation) were resampled into the
-template space with the resulting transform.
+ANTsPy), in {stages} stages,
+to the template brain extracted with its brain mask. The enhanced image and the tissue labels
+(nearest-neighbour interpolation) were resampled into the template space with the resulting
+transform.
 """
