@@ -263,7 +263,8 @@ def run_image(source, opts, work: Path) -> list[dict]:
     def segment(network_order: np.ndarray, name: str):
         start = time.perf_counter()
         seg = atropos_dseg(_image(from_network_order(network_order), spacing), mask_img,
-                           contrast=source.contrast, iterations=opts.atropos_iterations)
+                           contrast=source.contrast, iterations=opts.atropos_iterations,
+                           age_group=source.age_group)
         LOGGER.info("%s: Atropos in %.0f s", name, time.perf_counter() - start)
         return seg
 

@@ -102,6 +102,11 @@ def test_order_classes_by_mean_and_contrast():
     values = np.array([900.0, 100.0, 500.0, 0.0, 900.0])  # class 2 darkest, class 1 brightest
     np.testing.assert_array_equal(order_classes(labels, values, "T1w"), [3, 1, 2, 0, 3])
     np.testing.assert_array_equal(order_classes(labels, values, "T2w"), [1, 3, 2, 0, 1])
+    # First months: grey and white matter swap (T1w: CSF < WM < GM; T2w: GM < WM < CSF).
+    np.testing.assert_array_equal(order_classes(labels, values, "T1w", "Month0"), [2, 1, 3, 0, 2])
+    np.testing.assert_array_equal(order_classes(labels, values, "T2w", "Fetal"), [1, 2, 3, 0, 1])
+    np.testing.assert_array_equal(order_classes(labels, values, "T2w", "Month24"),
+                                  order_classes(labels, values, "T2w"))
     with pytest.raises(TissueError, match="contrast"):
         order_classes(labels, values, "FLAIR")
 
@@ -170,19 +175,21 @@ def _real_crop(path, side: int = 56):
     return brain, mask
 
 
-@pytest.mark.parametrize("subject, contrast", [("0002", "T1w"), ("0009", "T2w")])
-def test_atropos_on_real_images(bids_dir, subject, contrast):
+@pytest.mark.parametrize("subject, contrast, age_group, darkest_first", [
+    ("0002", "T1w", "Month24", (1, 2, 3)),  # CSF < GM < WM
+    ("0009", "T2w", "Fetal", (2, 3, 1)),    # fetal T2w: GM < WM (unmyelinated) < CSF
+])
+def test_atropos_on_real_images(bids_dir, subject, contrast, age_group, darkest_first):
     path = next((bids_dir / f"sub-{subject}").glob(f"ses-*/anat/*_{contrast}.nii.gz"), None)
     if path is None:
         pytest.skip(f"no {contrast} image of sub-{subject} in {bids_dir}")
     brain, mask = _real_crop(path)
-    seg = atropos_dseg(brain, mask, contrast=contrast, iterations=3)
+    seg = atropos_dseg(brain, mask, contrast=contrast, iterations=3, age_group=age_group)
     labels, data = np.asanyarray(seg.dataobj), np.asanyarray(brain.dataobj)
     inside = np.asanyarray(mask.dataobj) > 0
     assert np.array_equal(labels > 0, inside)
     means = [data[labels == k].mean() for k in (1, 2, 3)]
-    # T1w: CSF < GM < WM; T2w: CSF > GM > WM.
-    assert means == sorted(means, reverse=(contrast == "T2w"))
+    assert tuple(np.argsort(means) + 1) == darkest_first
     vols = tissue_volumes(seg)
     voxel_ml = abs(np.linalg.det(brain.affine[:3, :3])) / 1000
     assert vols["brain"] == pytest.approx(inside.sum() * voxel_ml)

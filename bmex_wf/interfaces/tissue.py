@@ -40,6 +40,8 @@ class _TissueVolumesInputSpec(BaseInterfaceInputSpec):
     brain_mask = File(exists=True, desc="brain mask (any grid; resampled onto each image)")
     contrast = traits.Enum("T1w", "T2w", mandatory=True, desc="image contrast; names the "
                            "Atropos classes (T1w: CSF darkest, T2w: CSF brightest)")
+    age_group = traits.Str(desc="BME-X age group (Fetal, Month0 ... Month24): grey and white "
+                           "matter swap in the Atropos class order for Fetal, Month0, Month3")
     run_atropos = traits.Bool(True, usedefault=True,
                               desc="add Atropos 3-class volumes of the original and enhanced "
                               "brains")
@@ -81,7 +83,8 @@ class TissueVolumes(SimpleInterface):
                 brain = _read_named(path)
                 seg = atropos_dseg(brain, _mask_on(inp.brain_mask, brain),
                                    contrast=inp.contrast, iterations=inp.atropos_iterations,
-                                   seed=inp.seed)
+                                   seed=inp.seed,
+                                   age_group=inp.age_group if isdefined(inp.age_group) else None)
                 rows[method] = tissue_volumes(seg)
         out = fname_presuffix(inp.dseg, suffix="_volumes", newpath=runtime.cwd,
                               use_ext=False) + ".tsv"

@@ -119,31 +119,36 @@ def _brain_and_mask(brain: nib.spatialimages.SpatialImage,
     return data, inside
 
 
-def order_classes(labels: np.ndarray, intensities: np.ndarray, contrast: str) -> np.ndarray:
+def order_classes(labels: np.ndarray, intensities: np.ndarray, contrast: str,
+                  age_group: str | None = None) -> np.ndarray:
     """Rename classes 1..3 of ``labels`` to 1 CSF, 2 GM, 3 WM by their mean intensity.
 
-    T1w: CSF darkest, WM brightest; T2w: the reverse. Background (0) stays 0.
+    The tissue order from darkest to brightest is that of the contrast and age group
+    (:func:`bmex_wf.training.targets.tissue_order`): T1w CSF < GM < WM, T2w the reverse;
+    for ``Fetal``, ``Month0`` and ``Month3`` grey and white matter swap (unmyelinated white
+    matter). ``age_group=None`` means after the first months. Background (0) stays 0.
     """
+    from ..training.targets import tissue_order
+
     if contrast not in CONTRASTS:
         raise TissueError(f"unknown contrast {contrast!r}; expected one of {CONTRASTS}")
     means = [intensities[labels == k].mean() if np.any(labels == k) else np.inf
              for k in (1, 2, 3)]
     ranked = np.argsort(means, kind="stable") + 1  # class labels, darkest first
-    if contrast == "T2w":
-        ranked = ranked[::-1]
     lut = np.zeros(4, dtype=np.uint8)
-    lut[ranked] = (1, 2, 3)
+    lut[ranked] = tissue_order(contrast, age_group or "Month24")
     return lut[labels]
 
 
 def atropos_dseg(brain: nib.spatialimages.SpatialImage, mask: nib.spatialimages.SpatialImage,
-                 *, contrast: str = "T1w", iterations: int = 5,
-                 seed: int = 0) -> nib.Nifti1Image:
+                 *, contrast: str = "T1w", iterations: int = 5, seed: int = 0,
+                 age_group: str | None = None) -> nib.Nifti1Image:
     """3-class Atropos segmentation (antspyx) of the brain inside ``mask``.
 
     K-means initialisation, a light MRF prior (``[0.1,1x1x1]``) and ``iterations`` EM
-    iterations. Classes are named by their mean intensity and the contrast (T1w: CSF < GM
-    < WM; T2w reversed). The segmentation runs on the voxel array with the image's voxel
+    iterations. Classes are named by their mean intensity, the contrast and the age group
+    (:func:`order_classes`: T1w CSF < GM < WM, T2w reversed; grey and white matter swap
+    in the first months). The segmentation runs on the voxel array with the image's voxel
     spacing, so the result lies on the input grid.
 
     Parameters
@@ -158,6 +163,9 @@ def atropos_dseg(brain: nib.spatialimages.SpatialImage, mask: nib.spatialimages.
         Atropos EM iterations.
     seed : int
         Value of ``ANTS_RANDOM_SEED`` while Atropos runs.
+    age_group : str, optional
+        BME-X age group (``Fetal``, ``Month0`` ... ``Month24``); default: after the first
+        months.
 
     Returns
     -------
@@ -186,7 +194,7 @@ def atropos_dseg(brain: nib.spatialimages.SpatialImage, mask: nib.spatialimages.
                               c=f"[{int(iterations)},0]", priorweight=0.0)
     labels = np.rint(result["segmentation"].numpy()).astype(np.uint8)
     labels[~inside] = 0
-    labels = order_classes(labels, data, contrast)
+    labels = order_classes(labels, data, contrast, age_group)
     out = nib.Nifti1Image(labels, brain.affine)
     out.header.set_xyzt_units("mm")
     return out
