@@ -145,6 +145,11 @@ def test_syn_composite_with_displacement_field(subject, template, affine_run, tm
     syn_r = np.corrcoef(ours[inside], target)[0, 1]
     affine_r = np.corrcoef(affine_run.warped.get_fdata()[inside], target)[0, 1]
     assert syn_r > affine_r, (syn_r, affine_r)
+    warped_mask = apply_transforms(mask, fixed_mask, result.forward_transforms,
+                                   interpolation="nearestNeighbor")
+    affine_mask = apply_transforms(mask, fixed_mask, affine_run.forward_transforms,
+                                   interpolation="nearestNeighbor")
+    assert _dice(warped_mask, fixed_mask) > _dice(affine_mask, fixed_mask)
 
 
 def test_same_seed_same_transform(subject, template, tmp_path):
