@@ -184,6 +184,8 @@ def test_participant_graph_with_output_space(local_tf, bids_dir, small_models, t
                  f"{image}.{reg}.report", f"{image}.ds_{reg}", f"{image}.ds_report_{reg}",
                  f"{image}.tissue_volumes", f"{image}.ds_volumes"):
         assert node in names, node
+    volumes = wf.get_node(f"{image}.tissue_volumes")
+    assert (volumes.inputs.contrast, volumes.inputs.age_group) == ("T1w", "Month24")
     fetal = "sub_0009_ses_V01_T2w_wf"
     assert not any(n.startswith(f"{fetal}.reg_") for n in names)
     assert f"{fetal}.ds_volumes" in names

@@ -128,7 +128,8 @@ def _add_volumes(workflow, bmex_wf, job: ImageJob, output_dir: Path,
     """Tissue volumes of the network dseg and of Atropos (original, enhanced) into a TSV."""
     from ..interfaces.tissue import TissueVolumes
 
-    volumes = pe.Node(TissueVolumes(contrast=job.contrast, original_brain=str(job.path)),
+    volumes = pe.Node(TissueVolumes(contrast=job.contrast, age_group=job.group,
+                                    original_brain=str(job.path)),
                       name="tissue_volumes", mem_gb=2)
     sink = pe.Node(BMEXVolumesSink(output_dir=str(output_dir), source_file=str(job.path),
                                    contrast=job.contrast),
