@@ -87,6 +87,7 @@ def fake_base(monkeypatch):
     module.init_bmex_wf = _fake_init_bmex_wf()
     monkeypatch.setitem(sys.modules, "bmex_wf.workflows.base", module)
     monkeypatch.setattr(participant, "_add_reports", lambda *args: None)
+    monkeypatch.setattr(participant, "_add_volumes", lambda *args: None)
     monkeypatch.setattr(bids_app, "subject_reports", lambda cfg, subjects: 0)
 
     def fail_on(pattern):
