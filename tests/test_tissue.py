@@ -261,6 +261,15 @@ def test_interface_writes_one_row_per_method(tmp_path, monkeypatch):
             truth[tissue], rel=0.05)
     assert float(rows["atropos_enhanced"]["CSF_mL"]) == pytest.approx(truth["WM"], rel=0.05)
 
+    # Month0 T1w: grey and white matter swap in the class order.
+    early = TissueVolumes(dseg=str(files["dseg"]), original_brain=str(files["brain"]),
+                          enhanced_brain=str(files["brain"]), brain_mask=str(files["mask"]),
+                          contrast="T1w", age_group="Month0", atropos_iterations=2).run()
+    early_rows = read_volumes_table(early.outputs.out_tsv)
+    assert early_rows["atropos_original"]["GM"] == pytest.approx(truth["WM"], rel=0.05)
+    assert early_rows["atropos_original"]["WM"] == pytest.approx(truth["GM"], rel=0.05)
+    assert early_rows["bmex"]["GM"] == pytest.approx(truth["GM"], abs=1e-3)
+
     only = TissueVolumes(dseg=str(files["dseg"]), contrast="T1w", run_atropos=False).run()
     assert list(read_volumes_table(only.outputs.out_tsv)) == ["bmex"]
     with pytest.raises(ImageError, match="sub-01_dseg.nii.gz.*need original_brain"):
