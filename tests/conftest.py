@@ -56,3 +56,20 @@ def small_models(tmp_path_factory):
     for group, contrast in (("Month24", "T1"), ("Fetal", "T2")):
         save_network(net, folder / f"BMEX-{group}-{contrast}-model.pt")
     return folder
+
+
+@pytest.fixture(scope="module")
+def tf_home(tmp_path_factory):
+    """A local TemplateFlow home holding MNI152NLin2009aSym (built from nilearn's files)."""
+    from .templateflow_local import build_templateflow_home
+
+    return build_templateflow_home(tmp_path_factory.mktemp("templateflow"))
+
+
+@pytest.fixture
+def local_tf(tf_home, monkeypatch):
+    """Point the real ``templateflow.api`` at :func:`tf_home` for one test."""
+    from .templateflow_local import use_templateflow_home
+
+    use_templateflow_home(monkeypatch, tf_home)
+    return tf_home

@@ -18,17 +18,6 @@ from bmex_wf.utils.templates import OutputSpace
 from .templateflow_local import TEMPLATE, build_templateflow_home, use_templateflow_home
 
 
-@pytest.fixture(scope="module")
-def tf_home(tmp_path_factory):
-    return build_templateflow_home(tmp_path_factory.mktemp("templateflow"))
-
-
-@pytest.fixture
-def local_tf(tf_home, monkeypatch):
-    use_templateflow_home(monkeypatch, tf_home)
-    return tf_home
-
-
 def _bids(tmp_path) -> Path:
     root = tmp_path / "bids"
     (root / "sub-01" / "anat").mkdir(parents=True)
