@@ -267,6 +267,6 @@ def test_space_and_volumes_sinks(tmp_path):
     assert meta["Labels"]["3"] == "WM" and meta["AgeMonths"] == 13.0
     assert meta["Sources"] == ["bids:raw:sub-01/ses-1/anat/sub-01_ses-1_T2w.nii.gz"]
     BMEXVolumesSink(**common, in_tsv=str(tmp_path / "vol.tsv")).run()
-    table = folder / "sub-01_ses-1_desc-volumes_morph.tsv"
+    table = folder / "sub-01_ses-1_space-T2w_desc-volumes_morph.tsv"
     assert table.read_text() == "vol.tsv"
     assert "GM_mL" in json.loads(table.with_suffix(".json").read_text())

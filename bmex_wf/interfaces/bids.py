@@ -168,7 +168,10 @@ class _VolumesSinkInputSpec(BaseInterfaceInputSpec):
 
 
 class BMEXVolumesSink(SimpleInterface):
-    """Write an image's tissue-volume table as ``<src>_desc-volumes_morph.tsv`` (+ JSON)."""
+    """Write an image's tissue-volume table as ``<src>_space-<C>_desc-volumes_morph.tsv`` (+ JSON).
+
+    ``space-<C>`` (as for the dseg) keeps the T1w and T2w tables of one session apart.
+    """
 
     input_spec = _VolumesSinkInputSpec
     output_spec = _BMEXDerivativesSinkOutputSpec
@@ -187,7 +190,7 @@ class BMEXVolumesSink(SimpleInterface):
         inputs = self.inputs
         src = source_entities(Path(inputs.source_file).name, inputs.contrast)
         target = atomic_copy(inputs.in_tsv,
-                             _target_folder(inputs) / f"{src}_desc-volumes_morph.tsv")
+                             _target_folder(inputs) / f"{src}_space-{inputs.contrast}_desc-volumes_morph.tsv")
         meta = {
             "Description": "Tissue volumes in mL: from the BME-X tissue labels (bmex) and from "
                            "3-class Atropos on the original and on the enhanced brain",
