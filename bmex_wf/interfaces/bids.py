@@ -16,11 +16,16 @@ from nipype.interfaces.base import (
 )
 
 
-class _BMEXDerivativesSinkInputSpec(BaseInterfaceInputSpec):
+class _SinkInputSpec(BaseInterfaceInputSpec):
+    """Inputs every sink shares: where to write, and the image the outputs derive from."""
+
     output_dir = Directory(mandatory=True, desc="root of the derivatives dataset")
     source_file = File(exists=True, mandatory=True, desc="the input image")
     bids_dir = Directory(desc="root of the input BIDS dataset (outputs mirror its layout)")
     contrast = traits.Enum("T1w", "T2w", mandatory=True, desc="contrast of the input")
+
+
+class _BMEXDerivativesSinkInputSpec(_SinkInputSpec):
     enhanced = File(exists=True, mandatory=True, desc="enhanced image, skull kept")
     enhanced_brain = File(exists=True, mandatory=True, desc="enhanced brain only")
     brain_mask = File(exists=True, mandatory=True, desc="brain mask")
@@ -95,11 +100,7 @@ def _target_folder(inputs):
                              inputs.bids_dir if isdefined(inputs.bids_dir) else None)
 
 
-class _SpaceSinkInputSpec(BaseInterfaceInputSpec):
-    output_dir = Directory(mandatory=True, desc="root of the derivatives dataset")
-    source_file = File(exists=True, mandatory=True, desc="the input image")
-    bids_dir = Directory(desc="root of the input BIDS dataset (outputs mirror its layout)")
-    contrast = traits.Enum("T1w", "T2w", mandatory=True, desc="contrast of the input")
+class _SpaceSinkInputSpec(_SinkInputSpec):
     space = traits.Str(mandatory=True, desc="output space, e.g. 'MNIInfant:cohort-1'")
     enhanced = File(exists=True, mandatory=True, desc="enhanced image in the template space")
     dseg = File(exists=True, mandatory=True, desc="tissue labels in the template space")
@@ -159,11 +160,7 @@ class BMEXSpaceSink(SimpleInterface):
         return runtime
 
 
-class _VolumesSinkInputSpec(BaseInterfaceInputSpec):
-    output_dir = Directory(mandatory=True, desc="root of the derivatives dataset")
-    source_file = File(exists=True, mandatory=True, desc="the input image")
-    bids_dir = Directory(desc="root of the input BIDS dataset (outputs mirror its layout)")
-    contrast = traits.Enum("T1w", "T2w", mandatory=True, desc="contrast of the input")
+class _VolumesSinkInputSpec(_SinkInputSpec):
     in_tsv = File(exists=True, mandatory=True, desc="tissue-volume table")
 
 
