@@ -211,7 +211,8 @@ def test_bids_app_build_adds_requests(tmp_path, monkeypatch):
                            "bids_dir": tmp_path, "models_dir": None,
                            "brain_mask_source": "auto", "use_gpu": False, "omp_nthreads": 1,
                            "tiling": "fast", "precision": "auto", "device": "cpu",
-                           "plugin": "SLURM", "plugin_args": {}})()
+                           "plugin": "SLURM", "plugin_args": {}, "output_spaces": [],
+                           "sloppy": False})()
     bids_app.build_workflow(cfg, [], {})
     assert seen == {"plugin": "SLURM", "gpu": False}
 
