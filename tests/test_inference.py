@@ -139,7 +139,7 @@ def test_cpu_pairs_tiles_for_compact_networks(width, expected):
 
 def test_paired_tiles_match_single_tiles_with_real_network():
     net = apply_rule_weights(build_network("enhance", 8))
-    vol, mask = _brain((44, 40, 36))
+    vol, mask = _brain((30, 30, 50))
     paired = enhance_volume(vol, net, mask=mask, device="cpu", precision="fp32", progress=False)
     single = enhance_volume(vol, net, mask=mask, device="cpu", precision="fp32", progress=False,
                             batch_size=1)
