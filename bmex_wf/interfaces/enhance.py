@@ -48,11 +48,10 @@ class Enhance(SimpleInterface):
         from ..models import load_network
         from ..models.inference import (
             enhance_volume,
+            network_precision,
             precision_name,
             resolve_device,
-            resolve_precision,
         )
-        from ..models.networks import is_compact
         from ..utils.orientation import from_network_order, to_network_order
 
         img = nb.load(self.inputs.in_file)
@@ -70,7 +69,7 @@ class Enhance(SimpleInterface):
         self._results["seconds"] = time.perf_counter() - start
         self._results["device"] = str(device)
         self._results["precision"] = precision_name(
-            resolve_precision(self.inputs.precision, device, is_compact(network)))
+            network_precision(network, self.inputs.precision, device))
 
         header = img.header.copy()
         header.set_data_dtype("float32")
