@@ -13,8 +13,11 @@ physical space, so they apply unchanged to the full-resolution images.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -157,6 +160,26 @@ def registration_args(fixed: str, moving: str, prefix: str, *, transform: str,
     return args + ["--random-seed", str(int(seed))]
 
 
+_REGISTRATION_CHILD = "import json, sys, ants; ants.registration(json.loads(sys.argv[1]), None)"
+
+
+def _run_registration(args: list[str], num_threads: int, *, what: str) -> None:
+    """Run ``antsRegistration`` in a child Python process with ``num_threads`` ITK threads.
+
+    ITK fixes its thread count at the first multi-threaded filter of a process, so a setting
+    made afterwards in the same process is ignored, and with several threads a seeded run is
+    not repeatable (two runs of the same rigid registration differed by 2 mm). A fresh process
+    makes the setting hold wherever this is called from (a Linear-plugin node, a notebook).
+    """
+    env = {**os.environ, "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": str(max(1, int(num_threads)))}
+    proc = subprocess.run([sys.executable, "-c", _REGISTRATION_CHILD, json.dumps(args)],
+                          env=env, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        raise RegistrationError(f"antsRegistration failed ({what}): "
+                                f"{lines[-1] if lines else f'exit code {proc.returncode}'}")
+
+
 def register_to_template(moving: nib.Nifti1Image, fixed: nib.Nifti1Image, *, out_dir: Path,
                          moving_mask: nib.Nifti1Image | None = None,
                          fixed_mask: nib.Nifti1Image | None = None, transform: str = "SyN",
@@ -190,8 +213,6 @@ def register_to_template(moving: nib.Nifti1Image, fixed: nib.Nifti1Image, *, out
     -------
     RegistrationResult
     """
-    import ants
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if spacing_mm is not None and not spacing_mm > 0:
@@ -206,11 +227,7 @@ def register_to_template(moving: nib.Nifti1Image, fixed: nib.Nifti1Image, *, out
         args = registration_args(files["fixed"], files["moving"], prefix, transform=transform,
                                  iterations=iterations, seed=seed, syn_metric=syn_metric)
         LOGGER.debug("antsRegistration %s", " ".join(args))
-        try:
-            ants.registration(args, None)
-        except RuntimeError as exc:
-            raise RegistrationError(f"antsRegistration failed ({transform}, {iterations}): "
-                                    f"{exc}") from None
+        _run_registration(args, num_threads, what=f"{transform}, {iterations}")
     forward, inverse = Path(prefix + "Composite.h5"), Path(prefix + "InverseComposite.h5")
     for path in (forward, inverse):
         if not path.is_file():
