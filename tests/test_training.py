@@ -9,6 +9,7 @@ import torch
 from bmex_wf.models import build_network, load_network
 from bmex_wf.training import cli
 from bmex_wf.training.data import (
+    CropStream,
     TrainingDataError,
     Volume,
     list_sources,
@@ -270,3 +271,9 @@ def test_shipped_builtin_model():
     with torch.no_grad():
         seg, recon = net(torch.full((1, 1, 16, 16, 16), 300.0))
     assert seg.shape == (1, 4, 16, 16, 16) and torch.isfinite(recon).all()
+
+
+def test_crop_stream_draws_at_most_max_kinds():
+    stream = CropStream([_volume(0)], 16, seed=3, max_kinds=1, p_clean=0.0)
+    kinds = [example["kinds"] for _, example in zip(range(6), stream)]
+    assert all(k and "," not in k for k in kinds), kinds

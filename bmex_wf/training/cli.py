@@ -47,6 +47,8 @@ def get_parser() -> argparse.ArgumentParser:
         ("min_lr", "final learning rate"),
         ("recon_weight", "weight of the reconstruction loss"),
         ("seg_weight", "weight of the tissue cross-entropy"),
+        ("max_kinds", "most degradation kinds combined on one crop"),
+        ("p_clean", "probability that a crop is left undegraded"),
         ("seed", "random seed"),
         ("val_every", "steps between validations"),
         ("val_crop", "validation crop side"),

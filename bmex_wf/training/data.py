@@ -338,11 +338,13 @@ def make_example(volume: Volume, size: int, rng: np.random.Generator, margin: in
 class CropStream(torch.utils.data.IterableDataset):
     """Endless stream of training examples from random volumes (seeded per worker and start step)."""
 
-    def __init__(self, volumes: list[Volume], size: int, seed: int, start_step: int = 0, margin: int = 8):
+    def __init__(self, volumes: list[Volume], size: int, seed: int, start_step: int = 0, margin: int = 8,
+                 max_kinds: int = 3, p_clean: float = 0.1):
         super().__init__()
         if not volumes:
             raise TrainingDataError("no training volumes")
         self.volumes, self.size, self.seed, self.start_step, self.margin = volumes, size, seed, start_step, margin
+        self.max_kinds, self.p_clean = max_kinds, p_clean
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -350,5 +352,6 @@ class CropStream(torch.utils.data.IterableDataset):
         rng = np.random.default_rng([self.seed, self.start_step, worker])
         while True:
             volume = self.volumes[int(rng.integers(len(self.volumes)))]
-            example = make_example(volume, self.size, rng, self.margin)
+            kinds = random_kinds(rng, self.max_kinds, self.p_clean)
+            example = make_example(volume, self.size, rng, self.margin, kinds=kinds)
             yield {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in example.items()}

@@ -44,6 +44,8 @@ class TrainConfig:
     recon_loss: str = "l1"
     recon_weight: float = 10.0
     seg_weight: float = 0.1
+    max_kinds: int = 3
+    p_clean: float = 0.1
     seed: int = 0
     val_every: int = 250
     val_crop: int = 48
@@ -288,7 +290,8 @@ def train(train_volumes: list[Volume], val_volumes: list[Volume], config: TrainC
 
     val_examples = validation_set(val_volumes, config.val_crop, config.val_per_kind, config.seed) \
         if val_volumes else []
-    stream = CropStream(train_volumes, config.crop, config.seed, start_step=step)
+    stream = CropStream(train_volumes, config.crop, config.seed, start_step=step,
+                        max_kinds=config.max_kinds, p_clean=config.p_clean)
     loader = torch.utils.data.DataLoader(stream, batch_size=config.batch, num_workers=config.workers,
                                          collate_fn=_collate, persistent_workers=config.workers > 0)
     batches = iter(loader)
