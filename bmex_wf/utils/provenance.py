@@ -36,4 +36,4 @@ def file_record(path) -> dict:
 
 def utc_now() -> str:
     """The current time, ISO 8601 in UTC."""
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
