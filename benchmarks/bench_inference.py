@@ -32,26 +32,26 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bmex_wf.models.checkpoints import load_network  # noqa: E402
-from bmex_wf.models.fixture_weights import apply_rule_weights  # noqa: E402
-from bmex_wf.models.inference import (  # noqa: E402
+from bmex_wf.models.checkpoints import load_network
+from bmex_wf.models.fixture_weights import apply_rule_weights
+from bmex_wf.models.inference import (
     enhance_volume,
     memory_format,
     precision_name,
     resolve_precision,
     run_tiles,
 )
-from bmex_wf.models.networks import build_network, is_compact  # noqa: E402
-from bmex_wf.models.registry import builtin_model_path  # noqa: E402
-from bmex_wf.models.stitching import UPSTREAM_COUNTER_START, Stitcher  # noqa: E402
-from bmex_wf.models.tiling import (  # noqa: E402
+from bmex_wf.models.networks import build_network, is_compact
+from bmex_wf.models.registry import builtin_model_path
+from bmex_wf.models.stitching import UPSTREAM_COUNTER_START, Stitcher
+from bmex_wf.models.tiling import (
     TileGrid,
     extract_tile,
     fast_grid,
     upstream_grid,
 )
-from bmex_wf.utils.intensity import match_histogram, template_landmarks  # noqa: E402
-from bmex_wf.utils.orientation import reorient_to_lps, to_network_order  # noqa: E402
+from bmex_wf.utils.intensity import match_histogram, template_landmarks
+from bmex_wf.utils.orientation import reorient_to_lps, to_network_order
 
 LOGGER = logging.getLogger("bench_inference")
 SHARED = ROOT.parent / "shared" / "data"
