@@ -54,6 +54,8 @@ def get_parser() -> argparse.ArgumentParser:
         ("val_crop", "validation crop side"),
         ("val_per_kind", "validation crops per held-out volume and degradation kind"),
         ("calibration_batches", "batches that set the frozen BN statistics before training"),
+        ("scalar_lr_scale", "learning-rate factor of biases and BN scales when starting from "
+         + "the identity network"),
         ("checkpoint_minutes", "minutes between resumable checkpoints"),
         ("max_minutes", "stop after this many minutes (0: no limit)"),
         ("num_threads", "CPU threads for PyTorch"),
