@@ -251,6 +251,23 @@ def test_train_resume_and_export(tmp_path, one_thread):
               out, progress=False)
 
 
+def test_weight_average_is_what_gets_exported(tmp_path, one_thread):
+    vols = [_volume(0), _volume(1)]
+    config = TrainConfig(width=8, crop=16, batch=2, steps=3, val_every=3, val_crop=16, val_per_kind=1,
+                         workers=0, num_threads=1, calibration_batches=1, ema_decay=0.5)
+    out = tmp_path / "run"
+    train(vols[:1], vols[1:], config, out, progress=False)
+    state = load_checkpoint(out / "last.pt")
+    assert int(state["ema"]["n_averaged"]) == 3
+    averaged = state["ema"]["module.conv1.weight"]
+    assert not torch.equal(averaged, state["model"]["conv1.weight"])
+    exported = torch.load(export_model(out / "last.pt", tmp_path / "m.pt", half=False), weights_only=True)
+    assert torch.equal(exported["conv1.weight"], averaged)
+    config.steps = 4  # resuming carries the average on
+    train(vols[:1], vols[1:], config, out, progress=False)
+    assert int(load_checkpoint(out / "last.pt")["ema"]["n_averaged"]) == 4
+
+
 def test_psnr_is_peak_based():
     target = np.zeros((4, 4, 4))
     mask = np.ones_like(target, dtype=bool)

@@ -56,6 +56,8 @@ def get_parser() -> argparse.ArgumentParser:
         ("calibration_batches", "batches that set the frozen BN statistics before training"),
         ("scalar_lr_scale", "learning-rate factor of biases and BN scales when starting from "
          + "the identity network"),
+        ("ema_decay", "decay of the exponential moving average of the weights that is validated "
+         + "and exported (0: none)"),
         ("checkpoint_minutes", "minutes between resumable checkpoints"),
         ("max_minutes", "stop after this many minutes (0: no limit)"),
         ("num_threads", "CPU threads for PyTorch"),

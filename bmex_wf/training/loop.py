@@ -53,6 +53,7 @@ class TrainConfig:
     freeze_bn: bool = True
     scalar_lr_scale: float = 0.02
     carrier: str = "offset"
+    ema_decay: float = 0.0
     calibration_batches: int = 8
     checkpoint_minutes: float = 5.0
     max_minutes: float = 0.0
@@ -253,6 +254,23 @@ def param_groups(network, config: TrainConfig) -> list[dict]:
             {"params": [p for p in params if p.ndim <= 1], "scale": scale}]
 
 
+def weight_average(network, config: TrainConfig, state: dict | None = None):
+    """Exponential moving average of ``network``'s weights (``ema_decay``), or None when 0.
+
+    Near the identity start, single Adam steps move the output by several template units,
+    so the weights of any one step are a noisy sample; their average is what gets validated
+    and exported. ``state`` restores the average of a resumed run.
+    """
+    if not config.ema_decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    ema = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+    if state is not None:
+        ema.load_state_dict(state)
+    return ema
+
+
 def _lr(step: int, config: TrainConfig) -> float:
     """Cosine decay from ``lr`` to ``min_lr`` over ``steps``, after a 50-step warm-up."""
     warm = min(1.0, (step + 1) / 50)
@@ -261,10 +279,12 @@ def _lr(step: int, config: TrainConfig) -> float:
 
 
 def save_checkpoint(path: Path, network, optimizer, step: int, best: float, config: TrainConfig,
-                    history: list) -> None:
-    """Write the resumable training state atomically."""
+                    history: list, ema=None) -> None:
+    """Write the resumable training state atomically (``ema``: the weight average, if any)."""
     state = {"model": network.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
              "best_psnr": best, "config": asdict(config), "history": history}
+    if ema is not None:
+        state["ema"] = ema.state_dict()
     tmp = path.with_name(path.name + ".part")
     torch.save(state, tmp)
     tmp.replace(path)
@@ -313,7 +333,7 @@ def train(train_volumes: list[Volume], val_volumes: list[Volume], config: TrainC
     torch.manual_seed(config.seed)
     network = build_network("enhance", config.width).to(device, memory_format=_FORMAT)
     optimizer = torch.optim.Adam(param_groups(network, config), lr=config.lr)
-    step, best, history = 0, -math.inf, []
+    step, best, history, state = 0, -math.inf, [], {}
     last_file, best_file = out_dir / "last.pt", out_dir / "best.pt"
     if resume and last_file.is_file():
         state = load_checkpoint(last_file)
@@ -343,12 +363,14 @@ def train(train_volumes: list[Volume], val_volumes: list[Volume], config: TrainC
         residual = fit_output_affine(network, calibration, device)
         LOGGER.info("BN statistics calibrated on %d batches; initial network = identity (RMS %.3g)",
                     len(calibration), residual)
+    ema = weight_average(network, config, state.get("ema") if step else None)
+    judged = ema.module if ema is not None else network  # validated and exported
     started = last_save = time.monotonic()
     last_val = None
     bar = tqdm(total=config.steps, initial=step, disable=not progress, mininterval=10, desc="train")
     running = []
     if step == 0 and val_examples:  # the starting point is a candidate too
-        last_val, best = _validate(network, val_examples, device, step, best, history, best_file)
+        last_val, best = _validate(judged, val_examples, device, step, best, history, best_file)
     norms = batch_norms(network)
     for batch in batches:
         if step >= config.steps or (config.max_minutes and time.monotonic() - started > 60 * config.max_minutes):
@@ -363,6 +385,8 @@ def train(train_volumes: list[Volume], val_volumes: list[Volume], config: TrainC
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if ema is not None:
+            ema.update_parameters(network)
         step += 1
         running.append(loss.item())
         bar.update(1)
@@ -372,14 +396,14 @@ def train(train_volumes: list[Volume], val_volumes: list[Volume], config: TrainC
                         parts["recon"], parts["seg"], _lr(step, config))
             history.append({"step": step, "loss": float(np.mean(running[-50:]))})
         if val_examples and (step % config.val_every == 0 or step == config.steps):
-            last_val, best = _validate(network, val_examples, device, step, best, history, best_file)
+            last_val, best = _validate(judged, val_examples, device, step, best, history, best_file)
         if time.monotonic() - last_save > 60 * config.checkpoint_minutes:
-            save_checkpoint(last_file, network, optimizer, step, best, config, history)
+            save_checkpoint(last_file, network, optimizer, step, best, config, history, ema)
             last_save = time.monotonic()
     bar.close()
-    save_checkpoint(last_file, network, optimizer, step, best, config, history)
+    save_checkpoint(last_file, network, optimizer, step, best, config, history, ema)
     if not val_examples:
-        save_network(network.eval(), best_file)
+        save_network(judged.eval(), best_file)
     with open(out_dir / "history.jsonl", "w") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in history)
     LOGGER.info("stopped at step %d after %.1f min; best validation PSNR %.3f dB", step,
@@ -416,7 +440,8 @@ def export_model(checkpoint, out_file, half: bool = True) -> Path:
     checkpoint = Path(checkpoint)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and "optimizer" in state:
-        state = state["model"]
+        state = ({k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
+                 if "ema" in state else state["model"])
     width = int(state["conv1.weight"].shape[0])
     network = build_network("enhance", width)
     network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
