@@ -71,9 +71,6 @@ def get_parser() -> argparse.ArgumentParser:
     model.add_argument("--no-freeze-bn", dest="freeze_bn", action="store_false",
                        help="update BN statistics per batch instead of calibrating them once and "
                        "starting from the identity network")
-    model.add_argument("--carrier", choices=("offset", "scale"), default=defaults.carrier,
-                       help="how the identity start passes the image through its BN layers: "
-                       "standardised plus 10 (offset) or only rescaled (scale) (default: offset)")
     model.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N (default: auto)")
     model.add_argument("--no-resume", action="store_true", help="start afresh even if OUTPUT_DIR/last.pt exists")
     model.add_argument("--no-progress", action="store_true", help="no progress bar")
