@@ -171,9 +171,9 @@ def _run_registration(args: list[str], num_threads: int, *, what: str) -> None:
     not repeatable (two runs of the same rigid registration differed by 2 mm). A fresh process
     makes the setting hold wherever this is called from (a Linear-plugin node, a notebook).
     """
-    env = {**os.environ, "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": str(max(1, int(num_threads)))}
-    proc = subprocess.run([sys.executable, "-c", _REGISTRATION_CHILD, json.dumps(args)],
-                          env=env, capture_output=True, text=True, check=False)
+    with itk_threads(num_threads):  # the child reads the setting at its first ITK filter
+        proc = subprocess.run([sys.executable, "-c", _REGISTRATION_CHILD, json.dumps(args)],
+                              capture_output=True, text=True, check=False)
     if proc.returncode:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         raise RegistrationError(f"antsRegistration failed ({what}): "
