@@ -28,6 +28,7 @@ from bmex_wf.training.loop import (
     TrainConfig,
     TrainingError,
     calibrate_batch_norms,
+    collate_examples,
     compute_loss,
     export_model,
     fit_output_affine,
@@ -173,6 +174,14 @@ def test_examples_are_seeded_crops():
     assert one["mask"].any()
 
 
+def test_example_input_is_masked_like_inference_input():
+    vol = _volume(1)
+    example = make_example(vol, 32, np.random.default_rng(3), kinds=("noise",), margin=0)
+    outside = ~example["mask"]
+    assert outside.any() and np.all(example["input"][outside] == 0)
+    assert np.any(example["input"][example["mask"]] != example["target"][example["mask"]])
+
+
 # ------------------------------------------------------------------------------------- loop
 @pytest.fixture
 def one_thread():
@@ -187,7 +196,7 @@ def test_loss_decreases_on_a_fixed_batch(one_thread):
     rng = np.random.default_rng(0)
     vol = _volume(0)
     examples = [make_example(vol, 16, rng, kinds=("noise",)) for _ in range(2)]
-    batch = {k: torch.stack([torch.from_numpy(e[k]) for e in examples]) for k in ("input", "target", "labels")}
+    batch = collate_examples(examples)
     net = build_network("enhance", 8)
     init_recon_path(net, [vol], 16)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
@@ -202,6 +211,25 @@ def test_loss_decreases_on_a_fixed_batch(one_thread):
     assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
 
 
+def test_brain_loss_ignores_errors_outside_the_mask(one_thread):
+    vol = _volume(0)
+    batch = collate_examples([make_example(vol, 16, np.random.default_rng(9), kinds=(), margin=0)])
+    outside = ~batch["mask"]
+    assert outside.any()
+    net = build_network("enhance", 8).eval()
+    with torch.no_grad():
+        _, recon = net(batch["input"][:, None])
+    changed = dict(batch, target=batch["target"].masked_fill(outside, 500.0))
+    losses = {}
+    for region in ("brain", "crop"):
+        config = TrainConfig(recon_region=region, seg_weight=0.0)
+        losses[region] = [compute_loss(net, b, config, torch.device("cpu"))[1]["recon"] for b in (batch, changed)]
+    assert losses["brain"][0] == pytest.approx(losses["brain"][1])
+    assert losses["crop"][1] > losses["crop"][0] + 0.1
+    inside = (recon[:, 0] - batch["target"]).abs()[batch["mask"]].mean().item() / INTENSITY_SCALE  # one crop
+    assert losses["brain"][0] == pytest.approx(inside, rel=1e-4)
+
+
 def test_initial_network_is_the_identity(one_thread):
     torch.manual_seed(0)
     vol = _volume(0)
@@ -209,7 +237,7 @@ def test_initial_network_is_the_identity(one_thread):
 
     def batch():
         examples = [make_example(vol, 16, rng) for _ in range(2)]
-        return {k: torch.stack([torch.from_numpy(e[k]) for e in examples]) for k in ("input", "target", "labels")}
+        return collate_examples(examples)
 
     net = build_network("enhance", 8)
     init_recon_path(net, [vol], 16)
@@ -284,7 +312,7 @@ def test_shipped_builtin_model():
     stored = torch.load(str(path), map_location="cpu", weights_only=True)
     net = load_network(str(path), "enhance")
     assert list(stored) == list(build_network("enhance", net.width).state_dict())
-    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    assert all(v.dtype == torch.float32 for v in stored.values() if v.is_floating_point())
     with torch.no_grad():
         seg, recon = net(torch.full((1, 1, 16, 16, 16), 300.0))
     assert seg.shape == (1, 4, 16, 16, 16) and torch.isfinite(recon).all()

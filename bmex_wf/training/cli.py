@@ -67,7 +67,10 @@ def get_parser() -> argparse.ArgumentParser:
         model.add_argument("--" + name.replace("_", "-"), type=type(default), default=default,
                            help=f"{help_text} (default: {default})")
     model.add_argument("--recon-loss", choices=("l1", "l2"), default=defaults.recon_loss,
-                       help="reconstruction loss (default: l1)")
+                       help=f"reconstruction loss (default: {defaults.recon_loss})")
+    model.add_argument("--recon-region", choices=("brain", "crop"), default=defaults.recon_region,
+                       help="voxels the reconstruction loss averages over: the brain mask (what "
+                       "inference keeps) or the whole crop (default: brain)")
     model.add_argument("--no-freeze-bn", dest="freeze_bn", action="store_false",
                        help="update BN statistics per batch instead of calibrating them once and "
                        "starting from the identity network")
@@ -75,7 +78,9 @@ def get_parser() -> argparse.ArgumentParser:
     model.add_argument("--no-resume", action="store_true", help="start afresh even if OUTPUT_DIR/last.pt exists")
     model.add_argument("--no-progress", action="store_true", help="no progress bar")
     model.add_argument("--export", type=Path, metavar="FILE",
-                       help="at the end, write the best model here as float16 (official key names)")
+                       help="at the end, write the best model here (official key names, float32)")
+    model.add_argument("--export-half", action="store_true",
+                       help="store the exported model as float16 (half the size, less exact)")
     return parser
 
 
@@ -118,7 +123,7 @@ def main(argv=None) -> int:
         result = train(train_volumes, val_volumes, config, opts.output_dir, resume=not opts.no_resume,
                        progress=not opts.no_progress)
         if opts.export:
-            LOGGER.info("exported %s", export_model(result["best"], opts.export, half=True))
+            LOGGER.info("exported %s", export_model(result["best"], opts.export, half=opts.export_half))
     except (TrainingError, TrainingDataError, ValueError, OSError) as exc:
         LOGGER.error("%s", exc)
         return 1

@@ -315,7 +315,8 @@ def make_example(volume: Volume, size: int, rng: np.random.Generator, margin: in
     :func:`~bmex_wf.training.degradations.random_kinds`); real pairs use their stored
     degraded image instead. Arrays are cropped by ``margin`` after degradation, so
     that crop borders do not show TorchIO's edge effects; ``flip`` mirrors left-right
-    at random.
+    at random. The input is masked to the brain, as the network's input is at
+    inference (artefacts that fall outside the brain never reach it there).
     """
     box = sample_crop(volume, size, rng, margin)
     inner = (slice(margin, margin + size),) * 3
@@ -326,9 +327,9 @@ def make_example(volume: Volume, size: int, rng: np.random.Generator, margin: in
     else:
         kinds = random_kinds(rng) if kinds is None else tuple(kinds)
         degraded = degrade(clean, kinds, seed=int(rng.integers(2**31)), spacing_mm=volume.spacing_mm)
-    example = {"input": np.array(degraded[inner]), "target": np.array(clean[inner]),
-               "labels": np.asarray(volume.labels[box])[inner].astype(np.int64),
-               "mask": np.asarray(volume.mask[box])[inner].astype(bool)}
+    mask = np.asarray(volume.mask[box])[inner].astype(bool)
+    example = {"input": np.asarray(degraded[inner]) * mask, "target": np.array(clean[inner]),
+               "labels": np.asarray(volume.labels[box])[inner].astype(np.int64), "mask": mask}
     if flip and rng.random() < 0.5:  # network axis 1 is left-right
         example = {k: np.ascontiguousarray(v[:, ::-1]) for k, v in example.items()}
     example["kinds"] = ",".join(kinds)

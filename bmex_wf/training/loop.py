@@ -42,6 +42,7 @@ class TrainConfig:
     lr: float = 1e-3
     min_lr: float = 1e-5
     recon_loss: str = "l1"
+    recon_region: str = "brain"
     recon_weight: float = 10.0
     seg_weight: float = 0.1
     max_kinds: int = 3
@@ -116,13 +117,22 @@ def evaluate(network: torch.nn.Module, examples: list[dict], device: torch.devic
 
 
 def compute_loss(network, batch: dict, config: TrainConfig, device: torch.device) -> tuple[torch.Tensor, dict]:
-    """Weighted reconstruction loss (template units / 1000) plus tissue cross-entropy."""
+    """Weighted reconstruction loss (template units / 1000) plus tissue cross-entropy.
+
+    With ``recon_region="brain"`` the reconstruction loss is averaged over the brain voxels
+    of each crop only (inference masks the enhanced image, so errors outside the brain
+    never matter), then over the crops.
+    """
     x = batch["input"][:, None].to(device, memory_format=_FORMAT)
     target = batch["target"][:, None].to(device)
     labels = batch["labels"].to(device)
     seg, recon = network(x)
     diff = (recon - target) / INTENSITY_SCALE
-    recon_loss = diff.abs().mean() if config.recon_loss == "l1" else (diff**2).mean()
+    error = diff.abs() if config.recon_loss == "l1" else diff**2
+    weight = batch["mask"][:, None].to(device, error.dtype) if config.recon_region == "brain" \
+        else torch.ones_like(error)
+    per_crop = (error * weight).sum((1, 2, 3, 4)) / weight.sum((1, 2, 3, 4)).clamp(min=1.0)
+    recon_loss = per_crop.mean()
     seg_loss = F.cross_entropy(seg, labels)
     loss = config.recon_weight * recon_loss + config.seg_weight * seg_loss
     return loss, {"recon": recon_loss.item(), "seg": seg_loss.item()}
@@ -332,7 +342,7 @@ def train(train_volumes: list[Volume], val_volumes: list[Volume], config: TrainC
     stream = CropStream(train_volumes, config.crop, config.seed, start_step=step,
                         max_kinds=config.max_kinds, p_clean=config.p_clean)
     loader = torch.utils.data.DataLoader(stream, batch_size=config.batch, num_workers=config.workers,
-                                         collate_fn=_collate, persistent_workers=config.workers > 0)
+                                         collate_fn=collate_examples, persistent_workers=config.workers > 0)
     batches = iter(loader)
     if step == 0 and config.freeze_bn:
         calibration = [next(batches) for _ in range(config.calibration_batches)]
@@ -402,17 +412,22 @@ def _validate(network, examples, device, step: int, best: float, history: list, 
     return summary, best
 
 
-def _collate(examples: list[dict]) -> dict:
-    batch = {k: torch.stack([e[k] for e in examples]) for k in ("input", "target", "labels")}
+def collate_examples(examples: list[dict]) -> dict:
+    """Stack examples of :func:`~bmex_wf.training.data.make_example` into one batch."""
+    batch = {k: torch.stack([torch.as_tensor(e[k]) for e in examples])
+             for k in ("input", "target", "labels", "mask")}
     batch["kinds"] = [e["kinds"] for e in examples]
     return batch
 
 
-def export_model(checkpoint, out_file, half: bool = True) -> Path:
+def export_model(checkpoint, out_file, half: bool = False) -> Path:
     """Export a trained model (``best.pt`` state dict or a ``last.pt`` training checkpoint).
 
     The result is a plain state dict with the official key names, floating tensors
     stored as float16 when ``half``; it is re-read with the normal loader to check it.
+    A compact network starting from the identity is sensitive to rounding: float16
+    storage cost a width-8 model 0.8 dB on nearly clean (gamma) crops, so float32 is
+    the default.
     """
     checkpoint = Path(checkpoint)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
