@@ -257,6 +257,8 @@ def test_train_resume_and_export(tmp_path, one_thread):
     out = tmp_path / "run"
     first = train(vols[:1], vols[1:], config, out, progress=False)
     assert first["step"] == 2 and np.isfinite(first["best_psnr"])
+    scores = {row["step"]: row["psnr_out"] for row in load_checkpoint(out / "last.pt")["history"] if "psnr_out" in row}
+    assert sorted(scores) == [0, 2] and first["best_psnr"] == scores[2]  # the identity start is no candidate
     config.steps = 3
     second = train(vols[:1], vols[1:], config, out, progress=False)
     assert second["step"] == 3
