@@ -13,7 +13,7 @@ LOGGER = logging.getLogger("bmex_wf.training")
 
 def get_parser() -> argparse.ArgumentParser:
     """Parser of ``bmex-wf train``."""
-    from .loop import TrainConfig
+    from .loop import AUTOCAST, TrainConfig
 
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(
@@ -35,6 +35,18 @@ def get_parser() -> argparse.ArgumentParser:
                       help="BIDS subject held out for validation (repeatable)")
     data.add_argument("--val-list", type=Path, action="append", default=[], metavar="TSV",
                       help="validation images, same columns as --images-list (repeatable)")
+    data.add_argument("--val-slab", type=_slab, metavar="AXIS:LOW:HIGH",
+                      help="hold out a contiguous slab of every real pair of --images-list for "
+                      "validation: network axis 0-2 and the fractions of the brain's extent along it, "
+                      "e.g. 2:0.4:0.65 (the rest of the pair trains)")
+    data.add_argument("--volumes", type=Path, action="append", default=[], metavar="DIR",
+                      help="a preprocessed volume folder of the cache (meta.json + .npy) to train on "
+                      "as it is, with no imaging stack needed (repeatable)")
+    data.add_argument("--val-volumes", type=Path, action="append", default=[], metavar="DIR",
+                      help="a preprocessed volume folder to validate on (repeatable)")
+    data.add_argument("--prepare-only", action="store_true",
+                      help="preprocess the images into the cache and stop (the folders can then be "
+                      "given to --volumes on another machine)")
     data.add_argument("--cache-dir", type=Path, help="where preprocessed volumes are cached "
                       "(default: OUTPUT_DIR/cache)")
     model = parser.add_argument_group("training")
@@ -49,6 +61,8 @@ def get_parser() -> argparse.ArgumentParser:
         ("seg_weight", "weight of the tissue cross-entropy"),
         ("max_kinds", "most degradation kinds combined on one crop"),
         ("p_clean", "probability that a crop is left undegraded"),
+        ("p_synthetic_pair", "probability that a crop of a real pair degrades its target "
+         + "synthetically instead of using the pair's input"),
         ("seed", "random seed"),
         ("val_every", "steps between validations"),
         ("val_crop", "validation crop side"),
@@ -71,6 +85,9 @@ def get_parser() -> argparse.ArgumentParser:
     model.add_argument("--recon-region", choices=("brain", "crop"), default=defaults.recon_region,
                        help="voxels the reconstruction loss averages over: the brain mask (what "
                        "inference keeps) or the whole crop (default: brain)")
+    model.add_argument("--autocast", choices=tuple(AUTOCAST), default=defaults.autocast,
+                       help="mixed precision of the forward pass (bf16 is fast on CPUs with native "
+                       "bfloat16: lscpu shows avx512_bf16 or amx_bf16; default: none)")
     model.add_argument("--no-freeze-bn", dest="freeze_bn", action="store_false",
                        help="update BN statistics per batch instead of calibrating them once and "
                        "starting from the identity network")
@@ -84,6 +101,17 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _slab(text: str) -> tuple[int, float, float]:
+    try:
+        axis, low, high = text.split(":")
+        slab = int(axis), float(low), float(high)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not AXIS:LOW:HIGH, e.g. 2:0.4:0.65") from None
+    if slab[0] not in (0, 1, 2) or not 0.0 <= slab[1] < slab[2] <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: axis must be 0-2 and 0 <= LOW < HIGH <= 1")
+    return slab
+
+
 def main(argv=None) -> int:
     """Run ``bmex-wf train``; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -95,6 +123,8 @@ def main(argv=None) -> int:
         bids_sources,
         list_sources,
         prepare_volume,
+        read_cached_volume,
+        split_slab,
         template_sources,
     )
     from .loop import TrainConfig, TrainingError, export_model, train
@@ -114,12 +144,31 @@ def main(argv=None) -> int:
             val_sources += list_sources(tsv)
         if opts.templates_dir:
             train_sources += template_sources(opts.templates_dir)
-        if not train_sources:
-            raise TrainingDataError("no training images: give --bids, --images-list or --templates-dir")
+        if not train_sources and not opts.volumes:
+            raise TrainingDataError("no training images: give --bids, --images-list, --templates-dir "
+                                    "or --volumes")
         cache = opts.cache_dir or opts.output_dir / "cache"
-        LOGGER.info("%d training and %d validation images", len(train_sources), len(val_sources))
+        LOGGER.info("%d training and %d validation images", len(train_sources) + len(opts.volumes),
+                    len(val_sources) + len(opts.val_volumes))
         train_volumes = [prepare_volume(s, cache) for s in train_sources]
         val_volumes = [prepare_volume(s, cache) for s in val_sources]
+        if opts.prepare_only:
+            LOGGER.info("volumes prepared in %s", cache)
+            return 0
+        train_volumes += [read_cached_volume(folder) for folder in opts.volumes]
+        val_volumes += [read_cached_volume(folder) for folder in opts.val_volumes]
+        if opts.val_slab:
+            kept = []
+            for volume in train_volumes:
+                if volume.degraded is None:
+                    kept.append(volume)
+                    continue
+                parts, held = split_slab(volume, *opts.val_slab)
+                kept += parts
+                val_volumes.append(held)
+                LOGGER.info("%s: slab %s held out for validation (%s voxels)", volume.name,
+                            opts.val_slab, held.clean.shape)
+            train_volumes = kept
         result = train(train_volumes, val_volumes, config, opts.output_dir, resume=not opts.no_resume,
                        progress=not opts.no_progress)
         if opts.export:

@@ -33,11 +33,13 @@ from .targets import tissue_labels, tissue_order
 LOGGER = logging.getLogger(__name__)
 
 #: Bump when the preprocessing changes, so that stale cache entries are not reused.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 #: Bump when the tissue-label method changes (labels are cached apart from the volumes).
 LABELS_VERSION = 2
 #: Voxels kept around the brain bounding box of a cached volume.
 BOX_MARGIN = 24
+#: How a paired target is brought to the network's output units (see :class:`Source`).
+TARGET_SCALES = ("template", "raw")
 _TEMPLATE = re.compile(r"^Template-(Fetal|Month\d+)-(T1w|T2w)$")
 
 
@@ -63,6 +65,11 @@ class Source:
         Clean target for a real degraded/clean pair, on the image's grid.
     n4 : bool
         Apply N4 (off for the age templates, which are bias-free averages).
+    target_scale : str
+        ``template``: the target is already in network output units (e.g. the BME-X
+        output) and is used as it is; ``raw``: it is preprocessed like the input.
+    weight : float
+        Relative frequency of this source's crops.
     """
 
     name: str
@@ -71,6 +78,8 @@ class Source:
     mask: Path | None = None
     target: Path | None = None
     n4: bool = True
+    target_scale: str = "template"
+    weight: float = 1.0
 
     @property
     def age_group(self) -> str:
@@ -92,6 +101,7 @@ class Volume:
     degraded: np.ndarray | None = None
     spacing_mm: float = 0.8
     meta: dict = field(default_factory=dict)
+    weight: float = 1.0
 
 
 def parse_template(name: str) -> tuple[str, str]:
@@ -149,7 +159,9 @@ def bids_sources(bids_dir, subjects=None, exclude_subjects=()) -> list[Source]:
 
 
 def list_sources(tsv) -> list[Source]:
-    """Sources from a TSV with columns ``image``, ``template`` and optional ``mask``, ``target``.
+    """Sources from a TSV with columns ``image``, ``template`` and optional ``mask``, ``target``,
+    ``target_scale`` (``template``, the default: the target is used as it is; ``raw``: it is
+    preprocessed like the image) and ``weight`` (relative crop frequency, default 1).
 
     Relative paths are taken from the TSV's folder.
     """
@@ -171,15 +183,36 @@ def list_sources(tsv) -> list[Source]:
         if image is None or not image.is_file():
             raise TrainingDataError(f"{tsv}, line {number}: image {row['image']!r} not found")
         parse_template(row["template"].strip())
+        scale = (row.get("target_scale") or "template").strip()
+        if scale not in TARGET_SCALES:
+            raise TrainingDataError(f"{tsv}, line {number}: target_scale {scale!r} is not one of {TARGET_SCALES}")
+        try:
+            weight = float((row.get("weight") or "1").strip())
+        except ValueError:
+            raise TrainingDataError(f"{tsv}, line {number}: weight {row.get('weight')!r} is not a number") from None
         sources.append(Source(name=_stem(image), image=image, template=row["template"].strip(),
-                              mask=_path(row.get("mask")), target=_path(row.get("target"))))
+                              mask=_path(row.get("mask")), target=_path(row.get("target")),
+                              target_scale=scale, weight=weight))
     return sources
 
 
 # ---------------------------------------------------------------------- preprocessing
+def template_voxel_mm(template: str) -> float:
+    """Network voxel size of the model served by ``template`` (``models.json``)."""
+    from ..models.registry import enhance_entries
+
+    for entry in enhance_entries():
+        if entry.template == template:
+            return float(entry.voxel_mm)
+    raise TrainingDataError(f"{template!r}: no model entry in models.json uses this template")
+
+
 def preprocess(image_path, template: str, mask_path=None, n4: bool = True,
                mask_from=None) -> tuple[np.ndarray, np.ndarray, float]:
     """The inference preprocessing of one image, in network order.
+
+    Runs :func:`bmex_wf.preproc.recipe.network_input`, the recipe the workflow's nodes run,
+    with the voxel size of the template's model entry.
 
     Parameters
     ----------
@@ -190,7 +223,7 @@ def preprocess(image_path, template: str, mask_path=None, n4: bool = True,
     mask_path : path, optional
         Brain mask file; default: the non-zero voxels.
     n4 : bool
-        Apply N4 bias correction to the masked brain.
+        Run both N4 passes.
     mask_from : path, optional
         Take the default mask from this image's non-zero voxels instead (paired targets).
 
@@ -199,38 +232,31 @@ def preprocess(image_path, template: str, mask_path=None, n4: bool = True,
     data, mask, spacing_mm
         float32 volume (template units), uint8 mask, voxel size used.
     """
-    import nibabel as nib
-
-    from ..utils.brainmask import nonzero_mask
-    from ..utils.intensity import (
-        match_histogram,
-        template_landmarks,
-        window_intensities,
-    )
-    from ..utils.n4 import n4_bias_correct
-    from ..utils.orientation import reorient_to_lps, to_network_order
-    from ..utils.resample import FETAL_SPACING_MM, SPACING_MM, resample_to_spacing
+    from ..preproc.recipe import default_mask, network_input
     from ..utils.validation import load_image, validate_mask
 
     img = load_image(image_path)
     if mask_path is not None:
-        mask_img = validate_mask(mask_path, img)
+        mask = validate_mask(mask_path, img)
     else:
-        mask_img = nonzero_mask(load_image(mask_from) if mask_from else img)
-    img, mask_img = reorient_to_lps(img), reorient_to_lps(mask_img)
-    mask = np.asanyarray(mask_img.dataobj) > 0
-    data = window_intensities(np.asanyarray(img.dataobj)) * mask
-    img = nib.Nifti1Image(data.astype(np.float32), img.affine)
-    if n4:
-        img = n4_bias_correct(img, mask=mask)
-    spacing = FETAL_SPACING_MM if template.startswith("Template-Fetal") else SPACING_MM
-    img = resample_to_spacing(img, spacing, order=1)
-    mask = np.asanyarray(resample_to_spacing(
-        nib.Nifti1Image(mask.astype(np.uint8), mask_img.affine), spacing, order=0).dataobj) > 0
-    data = np.asanyarray(img.dataobj, dtype=np.float32) * mask
-    data = match_histogram(data, template_landmarks(template))
-    data = np.clip(data, 0, None) * mask
-    return to_network_order(data).astype(np.float32), to_network_order(mask).astype(np.uint8), spacing
+        mask = default_mask(load_image(mask_from)) if mask_from else None
+    spacing = template_voxel_mm(template)
+    prepared = network_input(img, template, spacing, mask=mask, bias_correction=n4)
+    return prepared.data, prepared.mask, spacing
+
+
+def target_on_grid(target_path, spacing: float) -> np.ndarray:
+    """A target already in template units, as it is: reoriented, on the network grid, network order.
+
+    No windowing, N4 or histogram matching (the BME-X output is already in the network's
+    output units).
+    """
+    from ..preproc.recipe import reorient, to_network_grid
+    from ..utils.orientation import to_network_order
+    from ..utils.validation import load_image
+
+    grid = to_network_grid(reorient(load_image(target_path)), spacing, order=1)
+    return to_network_order(np.asanyarray(grid.dataobj, dtype=np.float32)).astype(np.float32)
 
 
 def _cache_key(source: Source) -> str:
@@ -245,31 +271,45 @@ def _cache_key(source: Source) -> str:
 def prepare_volume(source: Source, cache_dir) -> Volume:
     """Preprocess ``source`` (or read it from ``cache_dir``) with its tissue labels."""
     folder = Path(cache_dir) / f"{source.name}-{_cache_key(source)}"
-    meta_file = folder / "meta.json"
-    if not meta_file.is_file():
+    if not (folder / "meta.json").is_file():
         _preprocess_to_cache(source, folder)
-    meta = json.loads(meta_file.read_text())
+    return read_cached_volume(folder, source.contrast, source.age_group, weight=source.weight)
+
+
+def read_cached_volume(folder, contrast: str | None = None, age_group: str | None = None,
+                       weight: float | None = None) -> Volume:
+    """A volume from its cache folder (``.npy`` arrays and ``meta.json``): needs no imaging stack."""
+    folder = Path(folder)
+    meta = json.loads((folder / "meta.json").read_text())
     arrays = {key: np.load(folder / f"{key}.npy", mmap_mode="r")
               for key in ("clean", "mask", "degraded") if (folder / f"{key}.npy").is_file()}
     labels_file = folder / f"labels-v{LABELS_VERSION}.npy"
     if not labels_file.is_file():
-        labels = tissue_labels(arrays["clean"], arrays["mask"], tissue_order(source.contrast, source.age_group))
-        np.save(labels_file, labels)
+        group, contrast_name = parse_template(meta["template"])
+        order = tissue_order(contrast or contrast_name, age_group or group)
+        np.save(labels_file, tissue_labels(arrays["clean"], arrays["mask"], order))
     arrays["labels"] = np.load(labels_file, mmap_mode="r")
-    return Volume(name=source.name, spacing_mm=meta["spacing_mm"], meta=meta, **arrays)
+    weight = meta.get("weight", 1.0) if weight is None else weight
+    return Volume(name=meta.get("name", folder.name), spacing_mm=meta["spacing_mm"], meta=meta,
+                  weight=float(weight), **arrays)
 
 
 def _preprocess_to_cache(source: Source, folder: Path) -> None:
     LOGGER.info("preprocessing %s (template %s)", source.image, source.template)
-    clean_path = source.target or source.image
-    clean, mask, spacing = preprocess(clean_path, source.template, source.mask, source.n4)
     degraded = None
     if source.target is not None:
-        degraded, _, _ = preprocess(source.image, source.template, source.mask, source.n4,
-                                    mask_from=source.target)
+        degraded, mask, spacing = preprocess(source.image, source.template, source.mask, source.n4,
+                                             mask_from=source.target)
+        if source.target_scale == "template":
+            clean = target_on_grid(source.target, spacing) * mask
+        else:
+            clean, _, _ = preprocess(source.target, source.template, source.mask, source.n4,
+                                     mask_from=source.target)
         if degraded.shape != clean.shape:
             raise TrainingDataError(f"{source.image}: grid {degraded.shape} differs from its target's "
                                     f"{clean.shape}; resample the pair onto one grid first")
+    else:
+        clean, mask, spacing = preprocess(source.image, source.template, source.mask, source.n4)
     box = _box(mask, BOX_MARGIN)
     arrays = {"clean": clean[box], "mask": mask[box]}
     if degraded is not None:
@@ -277,9 +317,38 @@ def _preprocess_to_cache(source: Source, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for key, value in arrays.items():
         np.save(folder / f"{key}.npy", np.ascontiguousarray(value))
-    meta = {"source": str(source.image), "template": source.template, "spacing_mm": spacing,
-            "target": str(source.target) if source.target else None, "shape": list(arrays["clean"].shape)}
+    meta = {"name": source.name, "source": str(source.image), "template": source.template,
+            "spacing_mm": spacing, "target": str(source.target) if source.target else None,
+            "target_scale": source.target_scale, "weight": source.weight,
+            "shape": list(arrays["clean"].shape)}
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def split_slab(volume: Volume, axis: int, low: float, high: float, gap: int = 8
+               ) -> tuple[list[Volume], Volume]:
+    """Hold out a contiguous slab of ``volume`` for validation.
+
+    The slab spans the fractions ``low..high`` of the brain's extent along network axis
+    ``axis``; the parts before and after it (``gap`` voxels away, so that no training crop
+    reaches into it) stay for training when they can hold a crop.
+    """
+    coords = np.nonzero(np.any(np.asarray(volume.mask) > 0, axis=tuple(a for a in range(3) if a != axis)))[0]
+    first, last = int(coords.min()), int(coords.max()) + 1
+    start = first + int(round(low * (last - first)))
+    stop = first + int(round(high * (last - first)))
+
+    def part(lo, hi, suffix):
+        index = [slice(None)] * 3
+        index[axis] = slice(max(lo, 0), min(hi, volume.clean.shape[axis]))
+        index = tuple(index)
+        return Volume(name=f"{volume.name}-{suffix}", clean=volume.clean[index], mask=volume.mask[index],
+                      labels=volume.labels[index], spacing_mm=volume.spacing_mm, meta=volume.meta,
+                      degraded=None if volume.degraded is None else volume.degraded[index],
+                      weight=volume.weight)
+
+    held = part(start, stop, "val")
+    training = [part(0, start - gap, "a"), part(stop + gap, volume.clean.shape[axis], "b")]
+    return [p for p in training if p.clean.shape[axis] > 0 and np.any(np.asarray(p.mask))], held
 
 
 def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
@@ -308,12 +377,12 @@ def sample_crop(volume: Volume, size: int, rng: np.random.Generator, margin: int
 
 
 def make_example(volume: Volume, size: int, rng: np.random.Generator, margin: int = 8,
-                 kinds=None, flip: bool = True) -> dict:
+                 kinds=None, flip: bool = True, synthetic: bool = False) -> dict:
     """One training example: degraded input, clean target and labels of a random crop.
 
     ``kinds`` fixes the degradation kinds (default: drawn by
     :func:`~bmex_wf.training.degradations.random_kinds`); real pairs use their stored
-    degraded image instead. Arrays are cropped by ``margin`` after degradation, so
+    degraded image instead, unless ``synthetic`` (then their target is degraded). Arrays are cropped by ``margin`` after degradation, so
     that crop borders do not show TorchIO's edge effects; ``flip`` mirrors left-right
     at random. The input is masked to the brain, as the network's input is at
     inference (artefacts that fall outside the brain never reach it there).
@@ -321,9 +390,9 @@ def make_example(volume: Volume, size: int, rng: np.random.Generator, margin: in
     box = sample_crop(volume, size, rng, margin)
     inner = (slice(margin, margin + size),) * 3
     clean = np.asarray(volume.clean[box], dtype=np.float32)
-    if volume.degraded is not None:
+    if volume.degraded is not None and not synthetic:
         degraded = np.asarray(volume.degraded[box], dtype=np.float32)
-        kinds = ()
+        kinds = ("pair",)
     else:
         kinds = random_kinds(rng) if kinds is None else tuple(kinds)
         degraded = degrade(clean, kinds, seed=int(rng.integers(2**31)), spacing_mm=volume.spacing_mm)
@@ -336,23 +405,30 @@ def make_example(volume: Volume, size: int, rng: np.random.Generator, margin: in
     return example
 
 
+def pick_volume(volumes: list[Volume], rng: np.random.Generator) -> Volume:
+    """A random volume, drawn in proportion to the volumes' weights."""
+    weights = np.array([v.weight for v in volumes], dtype=np.float64)
+    return volumes[int(rng.choice(len(volumes), p=weights / weights.sum()))]
+
+
 class CropStream(torch.utils.data.IterableDataset):
     """Endless stream of training examples from random volumes (seeded per worker and start step)."""
 
     def __init__(self, volumes: list[Volume], size: int, seed: int, start_step: int = 0, margin: int = 8,
-                 max_kinds: int = 3, p_clean: float = 0.1):
+                 max_kinds: int = 3, p_clean: float = 0.1, p_synthetic_pair: float = 0.0):
         super().__init__()
         if not volumes:
             raise TrainingDataError("no training volumes")
         self.volumes, self.size, self.seed, self.start_step, self.margin = volumes, size, seed, start_step, margin
-        self.max_kinds, self.p_clean = max_kinds, p_clean
+        self.max_kinds, self.p_clean, self.p_synthetic_pair = max_kinds, p_clean, p_synthetic_pair
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker = info.id if info else 0
         rng = np.random.default_rng([self.seed, self.start_step, worker])
         while True:
-            volume = self.volumes[int(rng.integers(len(self.volumes)))]
+            volume = pick_volume(self.volumes, rng)
+            synthetic = volume.degraded is not None and rng.random() < self.p_synthetic_pair
             kinds = random_kinds(rng, self.max_kinds, self.p_clean)
-            example = make_example(volume, self.size, rng, self.margin, kinds=kinds)
+            example = make_example(volume, self.size, rng, self.margin, kinds=kinds, synthetic=synthetic)
             yield {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in example.items()}

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..metrics import psnr, ssim
 from ..models import build_network, load_network, save_network
 from .data import CropStream, Volume, make_example
 from .degradations import DEGRADATIONS, INTENSITY_SCALE
@@ -47,6 +48,8 @@ class TrainConfig:
     seg_weight: float = 0.1
     max_kinds: int = 3
     p_clean: float = 0.1
+    p_synthetic_pair: float = 0.0
+    autocast: str = "none"
     seed: int = 0
     val_every: int = 250
     val_crop: int = 48
@@ -73,27 +76,26 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def psnr(output: np.ndarray, target: np.ndarray, mask: np.ndarray, peak: float = INTENSITY_SCALE) -> float:
-    """Peak signal-to-noise ratio (dB) inside ``mask``, peak = template range."""
-    diff = (np.asarray(output, np.float64) - np.asarray(target, np.float64))[mask]
-    mse = float(np.mean(diff**2)) if diff.size else 0.0
-    return float("inf") if mse == 0 else 10.0 * math.log10(peak**2 / mse)
-
-
-def ssim(output: np.ndarray, target: np.ndarray, mask: np.ndarray, peak: float = INTENSITY_SCALE) -> float:
-    """Mean structural similarity (skimage, 7³ windows) over the voxels in ``mask``."""
-    from skimage.metrics import structural_similarity
-
-    _, full = structural_similarity(np.asarray(target, np.float64), np.asarray(output, np.float64),
-                                    data_range=peak, full=True)
-    return float(full[mask].mean()) if mask.any() else float(full.mean())
-
-
 def validation_set(volumes: list[Volume], size: int, per_kind: int, seed: int) -> list[dict]:
     """Fixed degraded crops of the validation volumes: ``per_kind`` per volume and kind."""
     rng = np.random.default_rng([seed, 7919])
-    return [make_example(vol, size, rng, kinds=(kind,), flip=False)
-            for vol in volumes for kind in DEGRADATIONS for _ in range(per_kind)]
+    examples = []
+    for vol in volumes:
+        if vol.degraded is not None:  # a real pair: its own input, as many crops as the kinds
+            examples += [make_example(vol, size, rng, flip=False) for _ in range(per_kind * len(DEGRADATIONS))]
+        else:
+            examples += [make_example(vol, size, rng, kinds=(kind,), flip=False)
+                         for kind in DEGRADATIONS for _ in range(per_kind)]
+    return examples
+
+
+#: Autocast dtypes of ``TrainConfig.autocast`` (bf16 pays off on CPUs with native bfloat16).
+AUTOCAST = {"none": None, "bf16": torch.bfloat16}
+
+
+def _autocast(device: torch.device, config: TrainConfig):
+    dtype = AUTOCAST[config.autocast]
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 @torch.inference_mode()
@@ -126,7 +128,9 @@ def compute_loss(network, batch: dict, config: TrainConfig, device: torch.device
     x = batch["input"][:, None].to(device, memory_format=_FORMAT)
     target = batch["target"][:, None].to(device)
     labels = batch["labels"].to(device)
-    seg, recon = network(x)
+    with _autocast(device, config):
+        seg, recon = network(x)
+    seg, recon = seg.float(), recon.float()
     diff = (recon - target) / INTENSITY_SCALE
     error = diff.abs() if config.recon_loss == "l1" else diff**2
     weight = batch["mask"][:, None].to(device, error.dtype) if config.recon_region == "brain" \
@@ -340,7 +344,8 @@ def train(train_volumes: list[Volume], val_volumes: list[Volume], config: TrainC
     val_examples = validation_set(val_volumes, config.val_crop, config.val_per_kind, config.seed) \
         if val_volumes else []
     stream = CropStream(train_volumes, config.crop, config.seed, start_step=step,
-                        max_kinds=config.max_kinds, p_clean=config.p_clean)
+                        max_kinds=config.max_kinds, p_clean=config.p_clean,
+                        p_synthetic_pair=config.p_synthetic_pair)
     loader = torch.utils.data.DataLoader(stream, batch_size=config.batch, num_workers=config.workers,
                                          collate_fn=collate_examples, persistent_workers=config.workers > 0)
     batches = iter(loader)
