@@ -88,7 +88,7 @@ def fake_base(monkeypatch):
     monkeypatch.setitem(sys.modules, "bmex_wf.workflows.base", module)
     monkeypatch.setattr(participant, "_add_reports", lambda *args: None)
     monkeypatch.setattr(participant, "_add_volumes", lambda *args: None)
-    monkeypatch.setattr(bids_app, "subject_reports", lambda cfg, subjects: 0)
+    monkeypatch.setattr(bids_app, "subject_reports", lambda cfg, subjects: {})
 
     def fail_on(pattern):
         module.init_bmex_wf = _fake_init_bmex_wf(pattern)
@@ -106,7 +106,8 @@ def small_bids(tmp_path):
         (root / sub / "anat").mkdir(parents=True)
         for suffix in suffixes:
             data = rng.integers(0, 100, (6, 7, 8)).astype("int16")
-            nb.Nifti1Image(data, np.eye(4)).to_filename(root / sub / "anat" / f"{sub}_{suffix}.nii.gz")
+            # 6 mm voxels: a field of view large enough to pass the size check
+            nb.Nifti1Image(data, np.diag([6.0, 6.0, 6.0, 1.0])).to_filename(root / sub / "anat" / f"{sub}_{suffix}.nii.gz")
     (root / "dataset_description.json").write_text('{"Name": "small", "BIDSVersion": "1.9.0"}')
     (root / "participants.tsv").write_text("participant_id\tage\nsub-01\t2 years\nsub-02\t30\n")
     (root / "participants.json").write_text('{"age": {"Units": "months"}}')
@@ -154,9 +155,14 @@ def test_participant_run_isolates_failures(small_bids, tmp_path, models, fake_ba
     summary = next((out / "logs").glob("summary-*.tsv")).read_text().splitlines()
     rows = {line.split("\t")[0]: line.split("\t")[1:] for line in summary[1:]}
     assert rows["sub-01/anat/sub-01_run-2_T1w.nii.gz"][0] == "failed"
-    assert "synthetic failure" in rows["sub-01/anat/sub-01_run-2_T1w.nii.gz"][1]
+    assert summary[0].split("\t") == ["image", "status", "node", "reason", "crash_file",
+                                      "missing_outputs"]
+    failed = rows["sub-01/anat/sub-01_run-2_T1w.nii.gz"]
+    assert failed[1].endswith("sub_01_run_2_T1w_wf.bmex_wf.enhance")
+    assert "synthetic failure" in failed[2] and Path(failed[3]).is_file()
+    assert "desc-enhanced_T1w.nii.gz" in failed[4]
     assert rows["sub-03/anat/sub-03_T1w.nii.gz"][0] == "failed"
-    assert "--age-months" in rows["sub-03/anat/sub-03_T1w.nii.gz"][1]
+    assert "--age-months" in rows["sub-03/anat/sub-03_T1w.nii.gz"][2]
     assert [rows[rel][0] for rel, _ in ok] == ["ok"] * 3
     assert "FAILED  sub-03/anat/sub-03_T1w.nii.gz" in caplog.text
     side = json.loads(_outputs(out, "sub-02/anat/sub-02_T1w.nii.gz", "T1w")[0].with_suffix("").with_suffix(".json").read_text())
@@ -349,3 +355,78 @@ def test_end_to_end_shared(bids_dir, tmp_path, small_models):
     assert {p: p.stat().st_mtime_ns for p in results} == results
     assert all(p.is_file() for sub, c, _ in expected
                for p in _outputs(out, f"{sub}/ses-V01/anat/{sub}_ses-V01_{c}.nii.gz", c))
+
+
+def _crash(in_file):
+    raise RuntimeError("injected tissue-volume failure")
+
+
+def test_crash_in_optional_step_fails_the_image(small_bids, tmp_path, models, fake_base, caplog,
+                                                monkeypatch):
+    """A crashed step after the main outputs were written still fails the image, by name."""
+    from nipype.interfaces import utility as niu
+    from nipype.pipeline import engine as pe
+
+    from bmex_wf.workflows import participant
+
+    def add_failing_volumes(workflow, bmex_wf, job, output_dir, bids_dir):
+        node = pe.Node(niu.Function(function=_crash, input_names=["in_file"],
+                                    output_names=["out"]), name="tissue_volumes")
+        workflow.connect([(bmex_wf, node, [("outputnode.dseg", "in_file")])])
+
+    monkeypatch.setattr(participant, "_add_volumes", add_failing_volumes)
+    code, out, _ = _run(small_bids, tmp_path, models, "--participant-label", "02")
+    assert code == 1
+    assert all(p.is_file() for p in _outputs(out, "sub-02/anat/sub-02_T1w.nii.gz", "T1w"))
+    summary = next((out / "logs").glob("summary-*.tsv")).read_text().splitlines()
+    rows = {line.split("\t")[0]: line.split("\t")[1:] for line in summary[1:]}
+    status, node, reason, crash_file, _missing = rows["sub-02/anat/sub-02_T1w.nii.gz"]
+    assert status == "failed" and node.endswith("sub_02_T1w_wf.tissue_volumes")
+    assert "injected tissue-volume failure" in reason and Path(crash_file).is_file()
+    assert "FAILED  sub-02/anat/sub-02_T1w.nii.gz: node" in caplog.text
+    assert "0 of 2 images processed successfully" in caplog.text
+
+
+def test_incomplete_node_fails_the_image(small_bids, tmp_path, models, fake_base, monkeypatch):
+    """No crash file, but a node of the image never finished: the image is not OK."""
+    from bmex_wf.execution import outcomes
+
+    code, out, _ = _run(small_bids, tmp_path, models, "--participant-label", "02")
+    assert code == 0
+    monkeypatch.setattr(outcomes, "unfinished_nodes", lambda wf, root: ["bmex_wf.enhance"])
+    code, out, _ = _run(small_bids, tmp_path, models, "--participant-label", "02")
+    assert code == 1
+    summary = max((out / "logs").glob("summary-*.tsv"), key=lambda p: p.stat().st_mtime)
+    assert "did not finish, first bmex_wf.enhance" in summary.read_text()
+
+
+@pytest.mark.parametrize("case", ["ants", "graphviz", "unwritable", "cuda"])
+def test_missing_prerequisite_exits_2(small_bids, tmp_path, models, fake_base, caplog, monkeypatch,
+                                      case):
+    import importlib.util
+    import shutil
+
+    import torch
+
+    extra = []
+    if case == "ants":
+        find_spec = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: None if name == "ants" else find_spec(name, *a))
+        expected = "pip install antspyx"
+    elif case == "graphviz":
+        monkeypatch.setattr(shutil, "which", lambda name: None)
+        extra, expected = ["--write-graph"], "Graphviz"
+    elif case == "unwritable":
+        (tmp_path / "out").write_text("a file where the output folder should be")
+        expected = "OUTPUT_DIR"
+    else:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        extra, expected = ["--device", "cuda"], "no CUDA device"
+    argv = [str(small_bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"),
+            "--models-dir", str(models), "--nprocs", "1", *extra]
+    if case != "cuda":
+        argv += ["--device", "cpu"]
+    assert cli_main(argv) == 2
+    assert expected in caplog.text
+    assert not list(tmp_path.rglob("*_desc-enhanced_*.nii.gz"))

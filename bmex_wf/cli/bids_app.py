@@ -7,18 +7,20 @@ Participant level: find the images with pybids, look up each age, choose each mo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
 import shutil
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
 from .config import RunConfig
 from .parser import load_plugin_file, parse_args, parse_enhance_args
+from .prerequisites import MissingPrerequisite, check_prerequisites
 
 LOGGER = logging.getLogger("bmex_wf.cli")
 #: Registration settings of ``--sloppy`` (testing only).
@@ -32,6 +34,9 @@ class Outcome:
     image: str
     status: str = "pending"  # "ok", "failed"
     reason: str = ""
+    node: str = ""
+    crash_file: str = ""
+    missing: list = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- setup
@@ -108,6 +113,7 @@ def plan_jobs(cfg: RunConfig, outcomes: dict) -> list:
         find_precomputed_mask,
         lookup_age,
     )
+    from ..utils.validation import load_enhanceable
     from ..workflows.participant import ImageJob
 
     images = find_images(cfg.bids_dir, cfg.participant_label, cfg.session_label,
@@ -133,7 +139,8 @@ def plan_jobs(cfg: RunConfig, outcomes: dict) -> list:
                 mask = None
             job = ImageJob(path=path, contrast=image["contrast"], age=age,
                            subject=image["subject"], session=image["session"], mask=mask)
-            _enhance_model(job.group, job.contrast, cfg.models_dir)
+            model = _enhance_model(job.group, job.contrast, cfg.models_dir)
+            load_enhanceable(path, model.entry.voxel_mm)
         except (AgeError, FileNotFoundError, ValueError) as exc:
             outcomes[key].status, outcomes[key].reason = "failed", str(exc)
             LOGGER.error("%s: %s", key, exc)
@@ -233,36 +240,62 @@ def _bibtex() -> str:
     return _NIPYPE_BIB + ("\n\n" + extra.read_text() if extra.is_file() else "")
 
 
-def _crash_reason(logs_dir: Path, since: float, job_name: str) -> str:
-    """Node and last line of the newest crash file of this run naming ``job_name``."""
-    for crash in sorted(logs_dir.glob("crash-*.txt"), key=lambda p: p.stat().st_mtime,
-                        reverse=True):
-        if crash.stat().st_mtime < since:
-            continue
-        text = crash.read_text(errors="replace")
-        if job_name not in text:
-            continue
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        node = next((line.split(":", 1)[1].strip() for line in lines
-                     if line.startswith("Node:")), "?")
-        return f"node {node}: {lines[-1] if lines else 'see crash file'} (see {crash.name})"
-    return "did not complete (see the log and the crash files in logs/)"
+def _image_workflows(workflow, root: Path) -> dict:
+    """``{name: (workflow, folder)}`` of every per-image workflow (one holding a ``bmex_wf``)."""
+    from nipype.pipeline.engine import Workflow
+
+    found = {}
+    for node in workflow._graph.nodes():
+        if isinstance(node, Workflow):
+            folder = root / node.name
+            if any(isinstance(n, Workflow) and n.name == "bmex_wf" for n in node._graph.nodes()):
+                found[node.name] = (node, folder)
+            else:
+                found.update(_image_workflows(node, folder))
+    return found
 
 
-def _collect(cfg: RunConfig, jobs: list, outcomes: dict, since: float, logs_dir: Path) -> None:
-    from ..utils.derivatives import derivative_folder, derivative_names
+def _expected_outputs(cfg: RunConfig, job, image_wf) -> list[Path]:
+    """The files an image must have: its derivatives, and its volume table when it has a sink."""
+    from ..utils.derivatives import derivative_folder, derivative_names, source_entities
 
+    folder = derivative_folder(cfg.output_dir, job.path, cfg.bids_dir)
+    names = list(derivative_names(job.path.name, job.contrast).values())
+    if image_wf is not None and image_wf.get_node("ds_volumes") is not None:
+        names.append(f"{source_entities(job.path.name, job.contrast)}_space-{job.contrast}"
+                     "_desc-volumes_morph.tsv")
+    return [folder / name for name in names]
+
+
+def _collect(cfg: RunConfig, workflow, jobs: list, outcomes: dict, since: float,
+             logs_dir: Path) -> None:
+    """Mark an image OK only when every node of its workflow finished and its outputs exist."""
+    from ..execution.outcomes import crashes_of, read_crashes, unfinished_nodes
+
+    crashes = read_crashes(logs_dir, since)
+    image_wfs = _image_workflows(workflow, Path(cfg.work_dir) / workflow.name)
     for job in jobs:
         key = str(job.path.relative_to(cfg.bids_dir)) if cfg.bids_dir else job.path.name
-        folder = derivative_folder(cfg.output_dir, job.path, cfg.bids_dir)
-        names = derivative_names(job.path.name, job.contrast)
-        done = all((folder / n).is_file() and (folder / n).stat().st_mtime >= since - 1
-                   for n in names.values())
-        if done:
-            outcomes[key].status = "ok"
+        outcome = outcomes[key]
+        name = f"{job.name}_wf"
+        failed = crashes_of(crashes, name)
+        image_wf, folder = image_wfs.get(name, (None, None))
+        pending = unfinished_nodes(image_wf, folder) if image_wf is not None else [name]
+        outcome.missing = [str(p.relative_to(cfg.output_dir))
+                           for p in _expected_outputs(cfg, job, image_wf) if not p.is_file()]
+        if not failed and not pending and not outcome.missing:
+            outcome.status = "ok"
+            continue
+        outcome.status = "failed"
+        if failed:
+            outcome.node, outcome.crash_file = failed[0].node, str(failed[0].file)
+            outcome.reason = failed[0].describe()
+        elif pending:
+            outcome.node = pending[0]
+            outcome.reason = (f"{len(pending)} step(s) did not finish, first {pending[0]} "
+                              "(see the log and the crash files in logs/)")
         else:
-            outcomes[key].status = "failed"
-            outcomes[key].reason = _crash_reason(logs_dir, since, job.name)
+            outcome.reason = "expected outputs are missing"
 
 
 def _summary(outcomes: dict) -> int:
@@ -275,14 +308,20 @@ def _summary(outcomes: dict) -> int:
         else:
             LOGGER.error("  FAILED  %s: %s", outcome.image,
                          outcome.reason or "not run (stopped by --stop-on-first-crash)")
+            if outcome.missing:
+                LOGGER.error("          missing outputs: %s", ", ".join(outcome.missing))
     return 1 if failed or not outcomes else 0
 
 
 def _write_summary(logs_dir: Path, run_uuid: str, outcomes: dict) -> Path:
     from ..utils.derivatives import atomic_write_text
 
-    rows = ["image\tstatus\treason"] + [
-        f"{o.image}\t{o.status}\t{o.reason.replace(chr(9), ' ').replace(chr(10), ' ')}"
+    def cell(text) -> str:
+        return str(text).replace("\t", " ").replace("\n", " ") or "n/a"
+
+    rows = ["image\tstatus\tnode\treason\tcrash_file\tmissing_outputs"] + [
+        "\t".join([o.image, o.status, cell(o.node), cell(o.reason), cell(o.crash_file),
+                   cell(", ".join(o.missing))])
         for o in outcomes.values()]
     return atomic_write_text(logs_dir / f"summary-{run_uuid}.tsv", "\n".join(rows) + "\n")
 
@@ -297,18 +336,27 @@ def _reports_module():
     return reports
 
 
-def subject_reports(cfg: RunConfig, subjects) -> int:
-    """``sub-<label>.html`` for each subject; 0, or 1 if a report could not be written."""
+def subject_reports(cfg: RunConfig, subjects) -> dict[str, str]:
+    """``sub-<label>.html`` for each subject; returns ``{subject: why}`` of reports not written."""
     reports = _reports_module()
-    code = 0
+    failed = {}
     for subject in sorted(set(subjects)) if reports else ():
         try:
             page = reports.generate_subject_report(cfg.output_dir, subject, run_uuid=cfg.run_uuid)
             LOGGER.info("Report written: %s", page)
         except (reports.ReportError, OSError, ValueError) as exc:
             LOGGER.error("sub-%s: report not written: %s", subject, exc)
-            code = 1
-    return code
+            failed[subject] = f"report sub-{subject}.html not written: {exc}"
+    return failed
+
+
+def _report_outcomes(cfg: RunConfig, jobs: list, outcomes: dict) -> None:
+    """Write the subject reports; an image whose report failed is failed too."""
+    failed = subject_reports(cfg, [job.subject for job in jobs if job.subject])
+    for job in jobs:
+        key = str(job.path.relative_to(cfg.bids_dir)) if cfg.bids_dir else job.path.name
+        if job.subject in failed and outcomes[key].status == "ok":
+            outcomes[key].status, outcomes[key].reason = "failed", failed[job.subject]
 
 
 def reports_only(cfg: RunConfig) -> int:
@@ -378,6 +426,11 @@ def run_participant(cfg: RunConfig) -> int:
     from ..utils.bids import validation_warnings
     from ..utils.derivatives import write_citation, write_dataset_files
 
+    try:
+        _check_prerequisites(cfg)
+    except MissingPrerequisite as exc:
+        LOGGER.error("%s", exc)
+        return 2
     if cfg.clean_workdir and cfg.work_dir.exists():
         LOGGER.info("Emptying the work directory %s", cfg.work_dir)
         shutil.rmtree(cfg.work_dir)
@@ -416,10 +469,15 @@ def run_participant(cfg: RunConfig) -> int:
         _configure(workflow, cfg, logs_dir)
         start = time.time()
         run_workflow(workflow, cfg)
-        _collect(cfg, jobs, outcomes, start, logs_dir)
-        subject_reports(cfg, [job.subject for job in jobs])
+        _collect(cfg, workflow, jobs, outcomes, start, logs_dir)
+        _report_outcomes(cfg, jobs, outcomes)
     _write_summary(logs_dir, cfg.run_uuid, outcomes)
     return _summary(outcomes)
+
+
+def _check_prerequisites(cfg: RunConfig) -> None:
+    check_prerequisites(output_dir=cfg.output_dir, work_dir=cfg.work_dir, plugin=cfg.plugin,
+                        device=cfg.device, write_graph=bool(getattr(cfg, "write_graph", False)))
 
 
 def _write_graph(workflow) -> None:
@@ -446,6 +504,7 @@ def enhance_main(argv) -> int:
 
     from ..utils.bids import age_from_override
     from ..utils.derivatives import write_citation
+    from ..utils.validation import load_enhanceable
     from ..workflows.participant import ImageJob, init_image_wf
 
     opts = parse_enhance_args(argv)
@@ -466,6 +525,11 @@ def enhance_main(argv) -> int:
                        "mp_context": "forkserver"}
     if cfg.mem_gb:
         cfg.plugin_args["memory_gb"] = cfg.mem_gb
+    try:
+        _check_prerequisites(cfg)
+    except MissingPrerequisite as exc:
+        LOGGER.error("%s", exc)
+        return 2
     key = opts.in_file.name
     outcomes = {key: Outcome(key)}
     # Reports are filed per subject: only for inputs named like BIDS files (sub-<label>_...).
@@ -474,7 +538,8 @@ def enhance_main(argv) -> int:
     try:
         job = ImageJob(path=opts.in_file, contrast=opts.contrast,
                        age=age_from_override(opts.age_months), mask=opts.mask)
-        _enhance_model(job.group, job.contrast, cfg.models_dir)
+        model = _enhance_model(job.group, job.contrast, cfg.models_dir)
+        load_enhanceable(job.path, model.entry.voxel_mm)
         workflow = Workflow(name="bmex_enhance", base_dir=str(cfg.work_dir))
         workflow.add_nodes([init_image_wf(
             job=job, output_dir=cfg.output_dir, models_dir=cfg.models_dir,
@@ -492,9 +557,9 @@ def enhance_main(argv) -> int:
     _configure(workflow, cfg, logs_dir)
     start = time.time()
     run_workflow(workflow, cfg)
-    _collect(cfg, [job], outcomes, start, logs_dir)
-    if subject is not None and outcomes[key].status == "ok":
-        subject_reports(cfg, [subject])
+    _collect(cfg, workflow, [job], outcomes, start, logs_dir)
+    if subject is not None:
+        _report_outcomes(cfg, [dataclasses.replace(job, subject=subject)], outcomes)
     return _summary(outcomes)
 
 

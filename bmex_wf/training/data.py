@@ -334,8 +334,8 @@ def split_slab(volume: Volume, axis: int, low: float, high: float, gap: int = 8
     """
     coords = np.nonzero(np.any(np.asarray(volume.mask) > 0, axis=tuple(a for a in range(3) if a != axis)))[0]
     first, last = int(coords.min()), int(coords.max()) + 1
-    start = first + int(round(low * (last - first)))
-    stop = first + int(round(high * (last - first)))
+    start = first + round(low * (last - first))
+    stop = first + round(high * (last - first))
 
     def part(lo, hi, suffix):
         index = [slice(None)] * 3

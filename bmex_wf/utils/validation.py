@@ -161,6 +161,44 @@ def load_image(path) -> nib.Nifti1Image:
     return img
 
 
+#: Smallest field of view (mm) on every axis: 40 voxels of the 0.8 mm network grid.
+MIN_EXTENT_MM = 32.0
+#: Robust intensity range (1st-99th percentile of the non-zero voxels) below this fraction
+#: of their largest magnitude marks a constant or near-constant image.
+MIN_RELATIVE_RANGE = 0.01
+
+
+def check_enhanceable(img, path, voxel_mm: float = 0.8) -> None:
+    """Raise :class:`ImageError` when a valid image cannot hold a brain worth enhancing.
+
+    Refused: no positive voxel; constant or near-constant intensities (the robust range of
+    the non-zero voxels, 1st to 99th percentile, under :data:`MIN_RELATIVE_RANGE` of their
+    largest magnitude); a field of view under :data:`MIN_EXTENT_MM` on any axis (fewer than
+    40 voxels of the 0.8 mm network grid; fetal brains are larger).
+    """
+    data = np.asanyarray(img.dataobj)
+    if not np.any(data > 0):
+        raise ImageError(f"{path}: no positive voxel (all intensities are zero or negative)")
+    extent = np.asarray(img.shape[:3]) * voxel_sizes(img.affine)
+    if np.any(extent < MIN_EXTENT_MM):
+        grid = np.floor(extent / voxel_mm).astype(int).tolist()
+        raise ImageError(f"{path}: field of view {np.round(extent, 1).tolist()} mm ({grid} voxels of "
+                         f"{voxel_mm} mm) is too small to hold a brain (at least {MIN_EXTENT_MM:g} mm "
+                         "on every axis)")
+    values = data[data != 0].astype(np.float64)
+    low, high = np.percentile(values, [1, 99])
+    if high - low < MIN_RELATIVE_RANGE * float(np.abs(values).max()):
+        raise ImageError(f"{path}: intensities are constant or nearly so (1st-99th percentile "
+                         f"{low:g}-{high:g} of the non-zero voxels); not an MRI image")
+
+
+def load_enhanceable(path, voxel_mm: float = 0.8) -> nib.Nifti1Image:
+    """:func:`load_image` plus :func:`check_enhanceable`: what an input must pass before any work."""
+    img = load_image(path)
+    check_enhanceable(img, path, voxel_mm)
+    return img
+
+
 def binarize_mask(data: np.ndarray, path="mask") -> np.ndarray:
     """Turn a binary, probabilistic or integer-label mask array into a boolean array.
 

@@ -1,0 +1,1 @@
+"""Running workflows: plugin set-up, work-directory locking and per-image outcomes."""
