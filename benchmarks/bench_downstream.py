@@ -7,12 +7,12 @@ whole clean brain is degraded (fresh seed, histogram-matched back, as in
 ``eval_builtin.py``) and enhanced with the model the registry picks for the image
 (``enhance_volume``, fast tiling). Then, for the degraded and the enhanced brain:
 
-* tissue volumes: 3-class Atropos (``bmex_wf.utils.tissue.atropos_dseg``) of the degraded
+* tissue volumes: 3-class Atropos (``bmex_wf.postproc.volumes.atropos_dseg``) of the degraded
   and of the enhanced brain against Atropos of the clean brain: mean absolute volume error
   over CSF, GM and WM (% of the clean volume) and the voxel Dice of the label maps;
 * registration (not for fetal images: no fetal template): rigid + affine + SyN
   (``--transform``) to the template brain at 2 mm with the ``quick`` schedule
-  (``bmex_wf.utils.registration.register_to_template``, seed 0). The clean brain's Atropos
+  (``bmex_wf.spaces.registration.register_to_template``, seed 0). The clean brain's Atropos
   labels are warped with each image's transforms and compared, in template space, with the
   same labels warped by the clean brain's own registration (mean Dice over CSF/GM/WM), and
   so is the clean brain itself (Pearson correlation inside the template brain mask). The
@@ -133,7 +133,7 @@ def load_template(name: str, contrast: str) -> Template:
     import nibabel as nib
     from nibabel.processing import resample_from_to
 
-    from bmex_wf.utils.templates import fetch_template, parse_output_space
+    from bmex_wf.spaces.templateflow import fetch_template, parse_output_space
 
     files = fetch_template(parse_output_space(name), contrast)
     image, mask = nib.load(files.image), nib.load(files.mask)
@@ -169,7 +169,7 @@ def dice(a: np.ndarray, b: np.ndarray, labels=(1, 2, 3)) -> float:
 
 def volume_error(volumes: dict, reference: dict) -> float:
     """Mean absolute CSF/GM/WM volume error, % of the reference volumes."""
-    from bmex_wf.utils.tissue import TISSUES
+    from bmex_wf.postproc.volumes import TISSUES
 
     return float(np.mean([abs(volumes[t] - reference[t]) / reference[t] * 100
                           for t in TISSUES if reference[t] > 0]))
@@ -191,7 +191,7 @@ class Registrar:
         self.reference = None
 
     def _register(self, img, mask, name: str, seed: int = 0):
-        from bmex_wf.utils.registration import register_to_template
+        from bmex_wf.spaces.registration import register_to_template
 
         start = time.perf_counter()
         result = register_to_template(img, self.brain, out_dir=self.work / name.replace(" ", "_"),
@@ -203,7 +203,7 @@ class Registrar:
         return result.forward_transforms
 
     def _warp(self, clean_img, clean_dseg, transforms):
-        from bmex_wf.utils.registration import apply_transforms
+        from bmex_wf.spaces.registration import apply_transforms
 
         labels = apply_transforms(clean_dseg, self.grid, transforms, interpolation="genericLabel",
                                   num_threads=self.threads)
@@ -242,14 +242,14 @@ def _image(lps: np.ndarray, spacing: float):
 
 def run_image(source, opts, work: Path) -> list[dict]:
     """All kinds of one held-out image: one result row per kind."""
+    from bmex_wf.image.orientation import from_network_order
     from bmex_wf.models import load_network
     from bmex_wf.models.inference import enhance_volume
     from bmex_wf.models.registry import resolve_enhance_model
+    from bmex_wf.postproc.volumes import atropos_dseg, tissue_volumes
+    from bmex_wf.spaces.templateflow import is_fetal_template
     from bmex_wf.training.data import prepare_volume
     from bmex_wf.training.degradations import degrade
-    from bmex_wf.utils.orientation import from_network_order
-    from bmex_wf.utils.templates import is_fetal_template
-    from bmex_wf.utils.tissue import atropos_dseg, tissue_volumes
 
     model = resolve_enhance_model(source.age_group, source.contrast,
                                   str(opts.models_dir) if opts.models_dir else None)

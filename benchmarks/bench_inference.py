@@ -32,8 +32,8 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bmex_wf.image.orientation import reorient_to_lps, to_network_order
 from bmex_wf.models.checkpoints import load_network
-from bmex_wf.models.fixture_weights import apply_rule_weights
 from bmex_wf.models.inference import (
     enhance_volume,
     memory_format,
@@ -50,8 +50,8 @@ from bmex_wf.models.tiling import (
     fast_grid,
     upstream_grid,
 )
-from bmex_wf.utils.intensity import match_histogram, template_landmarks
-from bmex_wf.utils.orientation import reorient_to_lps, to_network_order
+from bmex_wf.preproc.intensity import match_histogram, template_landmarks
+from bmex_wf.testing.rule_weights import apply_rule_weights
 
 LOGGER = logging.getLogger("bench_inference")
 SHARED = ROOT.parent / "shared" / "data"

@@ -8,7 +8,7 @@ Usage::
 ``TEMPLATES_DIR`` defaults to ``../shared/data/templates``; every
 ``Template-*.nii.gz`` in it is read as float32 (the pixel type histogram
 matching runs on) and summarised by
-:func:`bmex_wf.utils.intensity.compute_landmarks` with the release's settings
+:func:`bmex_wf.preproc.intensity.compute_landmarks` with the release's settings
 (1024 levels, 7 match points, threshold at mean).
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from bmex_wf.utils.intensity import HISTOGRAM_LEVELS, MATCH_POINTS, compute_landmarks
+from bmex_wf.preproc.intensity import HISTOGRAM_LEVELS, MATCH_POINTS, compute_landmarks
 
 LOGGER = logging.getLogger("compute_template_landmarks")
 ROOT = Path(__file__).resolve().parents[1]

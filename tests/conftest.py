@@ -49,7 +49,7 @@ def templates_dir() -> Path:
 def small_models(tmp_path_factory):
     """A models dir with width-8 rule-weight networks for Month24 T1w and Fetal T2w."""
     from bmex_wf.models import build_network, save_network
-    from bmex_wf.models.fixture_weights import apply_rule_weights
+    from bmex_wf.testing.rule_weights import apply_rule_weights
 
     folder = tmp_path_factory.mktemp("models")
     net = apply_rule_weights(build_network("enhance", 8))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bmex_wf.utils.age import age_group
+from bmex_wf.age import age_group
 
 
 @pytest.mark.parametrize(

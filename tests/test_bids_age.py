@@ -7,17 +7,9 @@ import logging
 
 import pytest
 
-from bmex_wf.utils.age import age_group
-from bmex_wf.utils.bids import (
-    AgeError,
-    age_from_override,
-    find_images,
-    find_precomputed_mask,
-    load_bids_filters,
-    lookup_age,
-    parse_age_value,
-    to_months,
-)
+from bmex_wf.age import AgeError, age_from_override, age_group, parse_age_value, to_months
+from bmex_wf.bids.ages import lookup_age
+from bmex_wf.bids.inputs import find_images, find_precomputed_mask, load_bids_filters
 
 # subject/session -> (months, fetal, group, where the age comes from, warning expected)
 SHARED = {

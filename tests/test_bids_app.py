@@ -17,9 +17,9 @@ import nibabel as nb
 import numpy as np
 import pytest
 
+from bmex_wf.bids.derivatives import OUTPUT_KEYS, derivative_names
 from bmex_wf.cli import bids_app
 from bmex_wf.cli.run import main as cli_main
-from bmex_wf.utils.derivatives import OUTPUT_KEYS, derivative_names
 
 
 # --------------------------------------------------------------------------- stand-in workflow
@@ -54,7 +54,7 @@ def _fake_init_bmex_wf(fail_on=None):
         from nipype.pipeline import engine as pe
         from niworkflows.engine.workflows import LiterateWorkflow
 
-        from bmex_wf.utils.age import age_group
+        from bmex_wf.age import age_group
 
         wf = LiterateWorkflow(name=name)
         wf.__desc__ = "Images were enhanced with BME-X (stand-in).\n"

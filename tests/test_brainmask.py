@@ -1,4 +1,4 @@
-"""Brain-mask sources and the auto choice (bmex_wf.utils.brainmask)."""
+"""Brain-mask sources and the auto choice (bmex_wf.brainmask)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bmex_wf.utils import brainmask as bm
-from bmex_wf.utils.synthetic import synthetic_head
+from bmex_wf import brainmask as bm
+from bmex_wf.brainmask.synthetic_head import synthetic_head
 
 from .conftest import shared_path
 
@@ -155,7 +155,7 @@ def test_auto_choice(tmp_path, no_default_models):
 
 def test_template_mask_on_synthetic_head():
     """Registered MNI152 mask, refined, against the true brain of a synthetic head."""
-    from bmex_wf.utils.resample import resample_to_spacing
+    from bmex_wf.image.resample import resample_to_spacing
 
     small = resample_to_spacing(_shared("sub-0004", "ses-V01", "T1w", step=2), 2.0)
     data = small.get_fdata(dtype=np.float32)

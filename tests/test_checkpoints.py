@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bmex_wf.models import CheckpointError, build_network, load_network, save_network
-from bmex_wf.models.fixture_weights import apply_rule_weights
+from bmex_wf.testing.rule_weights import apply_rule_weights
 
 
 @pytest.fixture(scope="module")

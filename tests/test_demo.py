@@ -20,8 +20,9 @@ def demo_dataset(tmp_path_factory):
 
 
 def test_demo_dataset_is_bids_with_an_adult(demo_dataset):
-    from bmex_wf.utils.age import age_group
-    from bmex_wf.utils.bids import find_images, lookup_age
+    from bmex_wf.age import age_group
+    from bmex_wf.bids.ages import lookup_age
+    from bmex_wf.bids.inputs import find_images
 
     bids, image = demo_dataset
     assert json.loads((bids / "dataset_description.json").read_text())["BIDSVersion"]

@@ -11,8 +11,8 @@ import nibabel as nb
 import numpy as np
 import pytest
 
+from bmex_wf.bids import derivatives as deriv
 from bmex_wf.interfaces.bids import BMEXDerivativesSink
-from bmex_wf.utils import derivatives as deriv
 
 
 def _nifti(path: Path, value=1.0, dtype="float32") -> Path:

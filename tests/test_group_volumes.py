@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from bmex_wf.postproc.volumes import volumes_table
 from bmex_wf.reports import check_report, run_group_level
 from bmex_wf.reports.figures import summary_html
 from bmex_wf.reports.group import (
@@ -16,7 +17,6 @@ from bmex_wf.reports.group import (
     volume_cells,
 )
 from bmex_wf.reports.qc import normalize_qc
-from bmex_wf.utils.tissue import volumes_table
 
 #: Volumes of the first image (sub-01 ses-A T1w), all three methods.
 VOLUMES_A = {

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from bmex_wf.utils.intensity import (
+from bmex_wf.preproc.intensity import (
     LandmarksError,
     compute_landmarks,
     match_histogram,

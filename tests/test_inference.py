@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from bmex_wf.models.fixture_weights import apply_rule_weights
 from bmex_wf.models.inference import (
     cpu_has_native_bf16,
     enhance_volume,
@@ -17,6 +16,7 @@ from bmex_wf.models.inference import (
 )
 from bmex_wf.models.networks import build_network, check_input_shape, is_compact
 from bmex_wf.models.tiling import dilate_mask, extract_tile, fast_grid, upstream_grid
+from bmex_wf.testing.rule_weights import apply_rule_weights
 
 
 class LocalStub(nn.Module):

@@ -6,8 +6,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bmex_wf.utils.intensity import window_intensities
-from bmex_wf.utils.skull import add_skull_back
+from bmex_wf.postproc.skull import add_skull_back
+from bmex_wf.preproc.intensity import window_intensities
 from tests.conftest import shared_path
 
 
@@ -80,7 +80,7 @@ def test_window_real_image_is_monotonic():
 
 
 def _synthetic_head():
-    from bmex_wf.utils.synthetic import synthetic_head
+    from bmex_wf.brainmask.synthetic_head import synthetic_head
 
     anat = shared_path("data", "test_BIDS", "sub-0005", "ses-V01", "anat")
     img = nib.load(next(anat.glob("*.nii.gz")))

@@ -6,9 +6,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from bmex_wf.brainmask.synthetic_head import synthetic_head
+from bmex_wf.image.morphology import clean_mask
 from bmex_wf.interfaces.brainmask import BrainMask
-from bmex_wf.utils.brainmask import clean_mask
-from bmex_wf.utils.synthetic import synthetic_head
 
 from .conftest import shared_path
 
@@ -58,8 +58,8 @@ def test_precomputed_mask_is_used_by_auto(tmp_path, no_default_models):
 
 def test_lifespanstrip_source_with_small_network(tmp_path, no_default_models):
     from bmex_wf.models.checkpoints import save_network
-    from bmex_wf.models.fixture_weights import apply_rule_weights
     from bmex_wf.models.networks import build_network
+    from bmex_wf.testing.rule_weights import apply_rule_weights
 
     models = tmp_path / "models"
     save_network(apply_rule_weights(build_network("skullstrip", 8)), models / "T1T2w-model.pt")

@@ -11,7 +11,7 @@ from nipype.pipeline import engine as pe
 from bmex_wf.interfaces.enhance import Enhance
 from bmex_wf.interfaces.qc import WriteQC
 from bmex_wf.models import build_network, save_network
-from bmex_wf.models.fixture_weights import apply_rule_weights
+from bmex_wf.testing.rule_weights import apply_rule_weights
 
 
 @pytest.fixture(scope="module")

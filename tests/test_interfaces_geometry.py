@@ -8,6 +8,7 @@ import pytest
 from nibabel.affines import voxel_sizes
 from nipype.pipeline import engine as pe
 
+from bmex_wf.image.io import header_image
 from bmex_wf.interfaces.geometry import (
     ReorientLPS,
     ResampleToReference,
@@ -15,7 +16,6 @@ from bmex_wf.interfaces.geometry import (
     RestoreOrientation,
     ValidateImage,
 )
-from bmex_wf.utils.validation import header_image
 
 from .conftest import shared_path
 
@@ -137,7 +137,7 @@ def test_bad_inputs_fail_clearly_and_leave_no_output(tmp_path):
             _run(ValidateImage(), tmp_path, f"validate_{name}", in_file=str(path))
         assert _outputs_in(tmp_path / "work" / f"validate_{name}") == []
     # the interface itself raises the ImageError (a ValueError) when run outside a node
-    from bmex_wf.utils.validation import ImageError
+    from bmex_wf.image.io import ImageError
 
     direct = tmp_path / "direct"
     direct.mkdir()

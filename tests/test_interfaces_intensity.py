@@ -14,6 +14,7 @@ import SimpleITK as sitk
 from nipype.pipeline import engine as pe
 from nipype.pipeline.engine.nodes import NodeExecutionError
 
+from bmex_wf.image.io import ImageError
 from bmex_wf.interfaces.intensity import (
     HistogramMatch,
     N4BiasCorrection,
@@ -22,7 +23,6 @@ from bmex_wf.interfaces.intensity import (
     TissueSegmentation,
     WindowIntensities,
 )
-from bmex_wf.utils.validation import ImageError
 from tests.conftest import shared_path
 
 INTERFACES = (
@@ -223,7 +223,7 @@ def test_histogram_match_bad_landmarks_file(tmp_path):
 
 
 def test_skull_add_back_node(tmp_path):
-    from bmex_wf.utils.synthetic import synthetic_head
+    from bmex_wf.brainmask.synthetic_head import synthetic_head
 
     anat = shared_path("data", "test_BIDS", "sub-0006", "ses-V01", "anat")
     brain = nib.load(next(anat.glob("*.nii.gz"))).slicer[::3, ::3, ::3]

@@ -6,8 +6,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bmex_wf.utils import lifespanstrip as ls
-from bmex_wf.utils.brainmask import SourceUnavailable
+from bmex_wf.brainmask import lifespanstrip as ls
+from bmex_wf.brainmask.errors import SourceUnavailable
 
 
 @pytest.fixture
@@ -27,8 +27,8 @@ def _write_template(folder, shape=(30, 36, 30), seed=0):
 def models_dir(tmp_path_factory):
     """T1T2w-model.pt (network S, width 8, rule weights) and a synthetic template."""
     from bmex_wf.models.checkpoints import save_network
-    from bmex_wf.models.fixture_weights import apply_rule_weights
     from bmex_wf.models.networks import build_network
+    from bmex_wf.testing.rule_weights import apply_rule_weights
 
     folder = tmp_path_factory.mktemp("models")
     save_network(apply_rule_weights(build_network("skullstrip", 8)), folder / "T1T2w-model.pt")

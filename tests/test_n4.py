@@ -6,8 +6,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bmex_wf.utils.intensity import window_intensities
-from bmex_wf.utils.n4 import N4_ITERATIONS, n4_bias_correct
+from bmex_wf.preproc.intensity import window_intensities
+from bmex_wf.preproc.n4 import N4_ITERATIONS, n4_bias_correct
 from tests.conftest import shared_path
 
 

@@ -7,11 +7,7 @@ import pytest
 import torch
 
 from bmex_wf.models import build_network
-from bmex_wf.models.fixture_weights import (
-    apply_rule_weights,
-    rule_state_dict,
-    tensor_sha256,
-)
+from bmex_wf.testing.rule_weights import apply_rule_weights, rule_state_dict, tensor_sha256
 
 CASES = {
     "enhance": ("bmex", "bmex_input_40", ["bmex_expected_seg_40", "bmex_expected_recon_40"], 2e-2),

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
-from bmex_wf.utils.orientation import (
+from bmex_wf.image.io import header_image, load_image
+from bmex_wf.image.orientation import (
     axcodes,
     from_network_order,
     reorient_to_lps,
     restore_orientation,
     to_network_order,
 )
-from bmex_wf.utils.validation import header_image, load_image
 
 from .conftest import rotation as _rotation
 from .conftest import shared_path

@@ -13,7 +13,7 @@ import pytest
 from bmex_wf.cli import bids_app
 from bmex_wf.cli.config import RunConfig
 from bmex_wf.cli.parser import parse_args
-from bmex_wf.utils.templates import OutputSpace
+from bmex_wf.spaces.templateflow import OutputSpace
 
 from .templateflow_local import TEMPLATE, build_templateflow_home, use_templateflow_home
 
@@ -142,7 +142,7 @@ def _report_shows_registration(svg: str, tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- participant graph
 def _job(bids_dir, sub, contrast, months, fetal=False):
-    from bmex_wf.utils.bids import AgeInfo
+    from bmex_wf.age import AgeInfo
     from bmex_wf.workflows.participant import ImageJob
 
     path = bids_dir / sub / "ses-V01" / "anat" / f"{sub}_ses-V01_{contrast}.nii.gz"

@@ -14,8 +14,8 @@ import pytest
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from bmex_wf.utils import plugins
-from bmex_wf.utils.plugins import (
+from bmex_wf.execution import plugins
+from bmex_wf.execution.plugins import (
     NodeLimits,
     PluginError,
     apply_node_resources,

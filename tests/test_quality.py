@@ -9,12 +9,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bmex_wf.utils.intensity import (
-    match_histogram,
-    template_landmarks,
-    window_intensities,
-)
-from bmex_wf.utils.quality import quality_index, quality_report, tissue_contrast
+from bmex_wf.postproc.quality import quality_index, quality_report, tissue_contrast
+from bmex_wf.preproc.intensity import match_histogram, template_landmarks, window_intensities
 from tests.conftest import shared_path
 
 

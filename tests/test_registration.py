@@ -9,7 +9,7 @@ import nibabel as nb
 import numpy as np
 import pytest
 
-from bmex_wf.utils.registration import (
+from bmex_wf.spaces.registration import (
     RegistrationError,
     apply_transforms,
     register_to_template,

@@ -168,8 +168,8 @@ def test_summary_escapes_html_and_shows_errors():
 
 def test_histogram_before_and_after_matching(case, tmp_path):
     from bmex_wf.interfaces.reportlets import IntensityHistogramRPT
+    from bmex_wf.preproc.intensity import template_landmarks
     from bmex_wf.reports.figures import matching_histogram_data
-    from bmex_wf.utils.intensity import template_landmarks
 
     landmarks = template_landmarks("Template-Month24-T1w")
     before, after = matching_histogram_data(case["orig"], case["mask"], landmarks)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from nibabel.affines import apply_affine, voxel_sizes
 
-from bmex_wf.utils.resample import (
+from bmex_wf.image.resample import (
     centered_grid,
     resample_centered,
     resample_to_grid,

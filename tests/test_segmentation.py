@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from bmex_wf.utils.segmentation import (
+from bmex_wf.postproc.class_scores import (
     LABELS,
     class_probabilities,
     labels_from_scores,

@@ -1,4 +1,4 @@
-"""Synthetic full heads around skull-stripped brains (bmex_wf.utils.synthetic)."""
+"""Synthetic full heads around skull-stripped brains (bmex_wf.brainmask.synthetic_head)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bmex_wf.utils.synthetic import synthetic_head
+from bmex_wf.brainmask.synthetic_head import synthetic_head
 
 from .conftest import shared_path
 

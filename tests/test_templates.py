@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from bmex_wf.utils import templates
-from bmex_wf.utils.templates import (
+from bmex_wf.spaces import templateflow as templates
+from bmex_wf.spaces.templateflow import (
     OutputSpace,
     OutputSpaceError,
     TemplateFetchError,

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bmex_wf.utils.tissue import (
+from bmex_wf.postproc.volumes import (
     METHODS,
     TISSUES,
     VOLUME_COLUMNS,
@@ -228,8 +228,8 @@ def test_read_volumes_table_errors(tmp_path):
 
 # ------------------------------------------------------------------------ interface
 def test_interface_writes_one_row_per_method(tmp_path, monkeypatch):
+    from bmex_wf.image.io import ImageError
     from bmex_wf.interfaces.tissue import TissueVolumes
-    from bmex_wf.utils.validation import ImageError
 
     labels = nested_cubes((32, 32, 32))
     affine = np.diag([1.0, 1.0, 1.2, 1.0])

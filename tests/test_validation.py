@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bmex_wf.utils.validation import (
+from bmex_wf.image.io import (
     ImageError,
     binarize_mask,
     header_image,

@@ -106,14 +106,10 @@ def _enhance_model(group: str, contrast: str, models_dir):
 
 def plan_jobs(cfg: RunConfig, outcomes: dict) -> list:
     """One :class:`ImageJob` per image that can be processed; failures go to ``outcomes``."""
-    from ..utils.bids import (
-        AgeError,
-        age_from_override,
-        find_images,
-        find_precomputed_mask,
-        lookup_age,
-    )
-    from ..utils.validation import load_enhanceable
+    from ..age import AgeError, age_from_override
+    from ..bids.ages import lookup_age
+    from ..bids.inputs import find_images, find_precomputed_mask
+    from ..image.io import load_enhanceable
     from ..workflows.participant import ImageJob
 
     images = find_images(cfg.bids_dir, cfg.participant_label, cfg.session_label,
@@ -157,8 +153,8 @@ def build_workflow(cfg: RunConfig, jobs: list, outcomes: dict):
     """Top-level workflow: one participant workflow per subject; build errors are recorded."""
     from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
-    from ..utils.plugins import apply_node_resources
-    from ..utils.templates import parse_output_spaces
+    from ..execution.plugins import apply_node_resources
+    from ..spaces.templateflow import parse_output_spaces
     from ..workflows.participant import init_participant_wf, request_gpu
 
     workflow = Workflow(name="bmex_wf", base_dir=str(cfg.work_dir))
@@ -257,7 +253,7 @@ def _image_workflows(workflow, root: Path) -> dict:
 
 def _expected_outputs(cfg: RunConfig, job, image_wf) -> list[Path]:
     """The files an image must have: its derivatives, and its volume table when it has a sink."""
-    from ..utils.derivatives import derivative_folder, derivative_names, source_entities
+    from ..bids.derivatives import derivative_folder, derivative_names, source_entities
 
     folder = derivative_folder(cfg.output_dir, job.path, cfg.bids_dir)
     names = list(derivative_names(job.path.name, job.contrast).values())
@@ -314,7 +310,7 @@ def _summary(outcomes: dict) -> int:
 
 
 def _write_summary(logs_dir: Path, run_uuid: str, outcomes: dict) -> Path:
-    from ..utils.derivatives import atomic_write_text
+    from ..bids.derivatives import atomic_write_text
 
     def cell(text) -> str:
         return str(text).replace("\t", " ").replace("\n", " ") or "n/a"
@@ -376,7 +372,7 @@ def reports_only(cfg: RunConfig) -> int:
 
 def _failures_from_summaries(logs_dir: Path) -> list[dict]:
     """Images whose latest participant run failed, from ``logs/summary-*.tsv``."""
-    from ..utils.bids import read_tsv
+    from ..bids.ages import read_tsv
 
     latest = {}
     for table in sorted(logs_dir.glob("summary-*.tsv"), key=lambda p: p.stat().st_mtime):
@@ -411,7 +407,7 @@ def run_group(cfg: RunConfig) -> int:
 
 def run_workflow(workflow, cfg: RunConfig) -> None:
     """Run with the configured plugin; Nipype errors are logged, never raised."""
-    from ..utils.plugins import run_with_plugin
+    from ..execution.plugins import run_with_plugin
 
     LOGGER.info("Running with plugin %s %s", cfg.plugin, cfg.plugin_args)
     try:
@@ -423,8 +419,8 @@ def run_workflow(workflow, cfg: RunConfig) -> None:
 
 def run_participant(cfg: RunConfig) -> int:
     """Participant level; returns the exit code (0 only if every image succeeded)."""
-    from ..utils.bids import validation_warnings
-    from ..utils.derivatives import write_citation, write_dataset_files
+    from ..bids.derivatives import write_citation, write_dataset_files
+    from ..bids.inputs import validation_warnings
 
     try:
         _check_prerequisites(cfg)
@@ -502,9 +498,9 @@ def enhance_main(argv) -> int:
     """``bmex-wf enhance IN OUT_DIR --age-months N``: one image outside BIDS."""
     from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
-    from ..utils.bids import age_from_override
-    from ..utils.derivatives import write_citation
-    from ..utils.validation import load_enhanceable
+    from ..age import age_from_override
+    from ..bids.derivatives import write_citation
+    from ..image.io import load_enhanceable
     from ..workflows.participant import ImageJob, init_image_wf
 
     opts = parse_enhance_args(argv)

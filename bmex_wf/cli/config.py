@@ -95,7 +95,7 @@ class RunConfig:
 
     def write(self, path=None) -> Path:
         """Write ``config.toml`` (default: in the work directory); returns its path."""
-        from ..utils.derivatives import atomic_write_text
+        from ..bids.derivatives import atomic_write_text
 
         path = Path(path) if path else Path(self.work_dir) / "config.toml"
         return atomic_write_text(path, toml.dumps(self.to_dict()))

@@ -8,13 +8,12 @@ from functools import partial
 from pathlib import Path
 
 from .. import __version__
-from ..utils.plugins import load_plugin_file
+from ..execution.plugins import load_plugin_file
+from ..labels import CONTRASTS, MASK_SOURCES
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 TILINGS = ("fast", "upstream")
-MASK_SOURCES = ("auto", "lifespanstrip", "precomputed", "nonzero", "template")
-CONTRASTS = ("T1w", "T2w")
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 
 
@@ -60,7 +59,7 @@ def _positive(kind, value: str):
 
 def _age_months(value: str) -> str:
     """A number of months (negative: in utero), or the words ``fetal``/``adult``."""
-    from ..utils.age import MAX_AGE_MONTHS
+    from ..age import MAX_AGE_MONTHS
 
     word = value.strip().lower()
     if word in ("fetal", "adult"):
@@ -77,7 +76,7 @@ def _age_months(value: str) -> str:
 
 
 def _bids_filter_file(value: str) -> dict:
-    from ..utils.bids import load_bids_filters
+    from ..bids.inputs import load_bids_filters
 
     path = _existing_file(value)
     try:
@@ -88,11 +87,7 @@ def _bids_filter_file(value: str) -> dict:
 
 def _output_space(value: str):
     """One ``--output-spaces`` value, checked against the TemplateFlow home."""
-    from ..utils.templates import (
-        OutputSpaceError,
-        check_output_space,
-        parse_output_space,
-    )
+    from ..spaces.templateflow import OutputSpaceError, check_output_space, parse_output_space
 
     try:
         return check_output_space(parse_output_space(value))

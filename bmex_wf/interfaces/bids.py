@@ -15,6 +15,8 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from ..labels import TISSUE_NAMES
+
 
 class _SinkInputSpec(BaseInterfaceInputSpec):
     """Inputs every sink shares: where to write, and the image the outputs derive from."""
@@ -46,7 +48,7 @@ class _BMEXDerivativesSinkOutputSpec(TraitedSpec):
 class BMEXDerivativesSink(SimpleInterface):
     """Write an image's outputs and JSON sidecars under ``output_dir``, never partially.
 
-    Names follow :mod:`bmex_wf.utils.derivatives`; the node always runs (outputs may have
+    Names follow :mod:`bmex_wf.bids.derivatives`; the node always runs (outputs may have
     been removed by hand), and it is cheap.
     """
 
@@ -74,7 +76,7 @@ class BMEXDerivativesSink(SimpleInterface):
         return meta
 
     def _run_interface(self, runtime):
-        from ..utils.derivatives import TISSUES, write_image_outputs
+        from ..bids.derivatives import TISSUES, write_image_outputs
 
         inputs = self.inputs
         if len(inputs.probsegs) != len(TISSUES):
@@ -94,7 +96,7 @@ class BMEXDerivativesSink(SimpleInterface):
 
 def _target_folder(inputs):
     """Derivatives folder of the source image (mirrors the BIDS layout when known)."""
-    from ..utils.derivatives import derivative_folder
+    from ..bids.derivatives import derivative_folder
 
     return derivative_folder(inputs.output_dir, inputs.source_file,
                              inputs.bids_dir if isdefined(inputs.bids_dir) else None)
@@ -112,7 +114,7 @@ class _SpaceSinkInputSpec(_SinkInputSpec):
 class BMEXSpaceSink(SimpleInterface):
     """Write an image's template-space outputs and transforms, atomically.
 
-    Names: :func:`bmex_wf.utils.templates.space_output_names`; images get JSON sidecars.
+    Names: :func:`bmex_wf.spaces.templateflow.space_output_names`; images get JSON sidecars.
     """
 
     input_spec = _SpaceSinkInputSpec
@@ -122,13 +124,8 @@ class BMEXSpaceSink(SimpleInterface):
     def _run_interface(self, runtime):
         from pathlib import Path
 
-        from ..utils.derivatives import (
-            TISSUES,
-            atomic_copy,
-            atomic_write_json,
-            source_uri,
-        )
-        from ..utils.templates import parse_output_space, space_output_names
+        from ..bids.derivatives import TISSUES, atomic_copy, atomic_write_json, source_uri
+        from ..spaces.templateflow import parse_output_space, space_output_names
 
         inputs = self.inputs
         space = parse_output_space(inputs.space)
@@ -177,12 +174,7 @@ class BMEXVolumesSink(SimpleInterface):
     def _run_interface(self, runtime):
         from pathlib import Path
 
-        from ..utils.derivatives import (
-            atomic_copy,
-            atomic_write_json,
-            source_entities,
-            source_uri,
-        )
+        from ..bids.derivatives import atomic_copy, atomic_write_json, source_entities, source_uri
 
         inputs = self.inputs
         src = source_entities(Path(inputs.source_file).name, inputs.contrast)
@@ -194,7 +186,7 @@ class BMEXVolumesSink(SimpleInterface):
             "Sources": [source_uri(inputs.source_file, inputs.bids_dir
                                    if isdefined(inputs.bids_dir) else None)],
             **{f"{t}_mL": {"Description": f"{t} volume", "Units": "mL"}
-               for t in ("CSF", "GM", "WM", "brain")},
+               for t in (*TISSUE_NAMES, "brain")},
             "method": {"Description": "how the labels were obtained",
                        "Levels": {"bmex": "BME-X network labels",
                                   "atropos_original": "Atropos on the original brain",

@@ -1,4 +1,4 @@
-"""Nipype interface for the brain mask (:mod:`bmex_wf.utils.brainmask`)."""
+"""Nipype interface for the brain mask (:mod:`bmex_wf.brainmask`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from nipype.interfaces.base import (
 )
 from nipype.utils.filemanip import fname_presuffix
 
-from ..utils.brainmask import SOURCES
+from ..brainmask.choose import SOURCES
 
 
 class _BrainMaskInputSpec(BaseInterfaceInputSpec):
@@ -47,8 +47,8 @@ class BrainMask(SimpleInterface):
     output_spec = _BrainMaskOutputSpec
 
     def _run_interface(self, runtime):
-        from ..utils.brainmask import compute_brain_mask
-        from ..utils.validation import load_image, save_image
+        from ..brainmask.choose import compute_brain_mask
+        from ..image.io import load_image, save_image
 
         img = load_image(self.inputs.in_file)
         mask, used = compute_brain_mask(

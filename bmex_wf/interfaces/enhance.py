@@ -45,6 +45,7 @@ class Enhance(SimpleInterface):
         import nibabel as nb
         import numpy as np
 
+        from ..image.orientation import from_network_order, to_network_order
         from ..models import load_network
         from ..models.inference import (
             enhance_volume,
@@ -52,7 +53,6 @@ class Enhance(SimpleInterface):
             precision_name,
             resolve_device,
         )
-        from ..utils.orientation import from_network_order, to_network_order
 
         img = nb.load(self.inputs.in_file)
         data = to_network_order(np.asarray(img.dataobj, dtype="float32"))

@@ -25,8 +25,8 @@ class FiguresSink(DerivativesDataSink):
     def _run_interface(self, runtime):
         from pathlib import Path
 
+        from bmex_wf.bids.derivatives import atomic_copy, atomic_write_text
         from bmex_wf.reports.figures import finalize_svg
-        from bmex_wf.utils.derivatives import atomic_copy, atomic_write_text
 
         runtime = super()._run_interface(runtime)
         staged = self._results["out_file"]

@@ -1,10 +1,10 @@
 """Nipype interfaces for the geometry steps: input validation, exact LPS
 reorientation and its inverse, and resampling.
 
-Thin wrappers around :mod:`bmex_wf.utils.validation`,
-:mod:`bmex_wf.utils.orientation` and :mod:`bmex_wf.utils.resample`. Outputs are
+Thin wrappers around :mod:`bmex_wf.image.io`,
+:mod:`bmex_wf.image.orientation` and :mod:`bmex_wf.image.resample`. Outputs are
 written atomically after all computation, so a bad input raises one
-:class:`~bmex_wf.utils.validation.ImageError` naming the file and leaves no
+:class:`~bmex_wf.image.io.ImageError` naming the file and leaves no
 output file behind.
 """
 
@@ -34,7 +34,7 @@ def _is_plain_nifti(path: str) -> bool:
 
 
 def _write(img, in_file: str, suffix: str, cwd: str) -> str:
-    from ..utils.validation import save_image
+    from ..image.io import save_image
 
     return str(save_image(img, _out_path(in_file, suffix, cwd)))
 
@@ -55,7 +55,7 @@ class _ValidateImageOutputSpec(TraitedSpec):
 class ValidateImage(SimpleInterface):
     """Check an input image: one 3-D volume, finite, not empty, sane voxel sizes.
 
-    Anything else raises :class:`~bmex_wf.utils.validation.ImageError`
+    Anything else raises :class:`~bmex_wf.image.io.ImageError`
     ``"<file>: <problem>"``.
     """
 
@@ -65,8 +65,8 @@ class ValidateImage(SimpleInterface):
     def _run_interface(self, runtime):
         from nibabel.affines import voxel_sizes
 
-        from ..utils.orientation import axcodes
-        from ..utils.validation import load_image
+        from ..image.io import load_image
+        from ..image.orientation import axcodes
 
         img = load_image(self.inputs.in_file)
         if _is_plain_nifti(self.inputs.in_file):
@@ -97,8 +97,8 @@ class ReorientLPS(SimpleInterface):
     output_spec = _ReorientLPSOutputSpec
 
     def _run_interface(self, runtime):
-        from ..utils.orientation import axcodes, reorient_to_lps
-        from ..utils.validation import read_image
+        from ..image.io import read_image
+        from ..image.orientation import axcodes, reorient_to_lps
 
         img = read_image(self.inputs.in_file)
         self._results["axcodes"] = axcodes(img)
@@ -132,8 +132,8 @@ class RestoreOrientation(SimpleInterface):
     output_spec = _RestoreOrientationOutputSpec
 
     def _run_interface(self, runtime):
-        from ..utils.orientation import restore_orientation
-        from ..utils.validation import ImageError, read_image
+        from ..image.io import ImageError, read_image
+        from ..image.orientation import restore_orientation
 
         img = read_image(self.inputs.in_file)
         original = read_image(self.inputs.reference_file)
@@ -169,8 +169,8 @@ class ResampleToSpacing(SimpleInterface):
     output_spec = _ResampleToSpacingOutputSpec
 
     def _run_interface(self, runtime):
-        from ..utils.resample import resample_centered, resample_to_spacing
-        from ..utils.validation import read_image
+        from ..image.io import read_image
+        from ..image.resample import resample_centered, resample_to_spacing
 
         img = read_image(self.inputs.in_file)
         rule = resample_centered if self.inputs.centered else resample_to_spacing
@@ -198,8 +198,8 @@ class ResampleToReference(SimpleInterface):
     output_spec = _ResampleToReferenceOutputSpec
 
     def _run_interface(self, runtime):
-        from ..utils.resample import resample_to_reference
-        from ..utils.validation import read_image
+        from ..image.io import read_image
+        from ..image.resample import resample_to_reference
 
         img = read_image(self.inputs.in_file)
         reference = read_image(self.inputs.reference_file)

@@ -2,7 +2,7 @@
 skull add-back, quality index and tissue segmentation outputs.
 
 Each interface reads its inputs, computes everything, then writes its outputs
-atomically, so a bad input gives one :class:`~bmex_wf.utils.validation.ImageError`
+atomically, so a bad input gives one :class:`~bmex_wf.image.io.ImageError`
 naming the file and leaves no output file behind.
 """
 
@@ -23,7 +23,7 @@ from nipype.utils.filemanip import fname_presuffix
 
 def _read(path, validate: bool = False):
     """Read an image as float32-ready nibabel image (``validate``: full input checks)."""
-    from ..utils.validation import load_image, read_image
+    from ..image.io import load_image, read_image
 
     return load_image(path) if validate else read_image(path)
 
@@ -32,7 +32,7 @@ def _read_mask(path, reference):
     """Boolean mask from ``path`` on the grid of the ``reference`` image."""
     import numpy as np
 
-    from ..utils.validation import validate_mask
+    from ..image.io import validate_mask
 
     return np.asanyarray(validate_mask(path, reference).dataobj) > 0
 
@@ -41,7 +41,7 @@ def _same_grid(img, reference, path, reference_path) -> None:
     """Raise ImageError unless ``img`` lies on the grid of ``reference``."""
     import numpy as np
 
-    from ..utils.validation import ImageError
+    from ..image.io import ImageError
 
     if img.shape[:3] != reference.shape[:3] or not np.allclose(
         img.affine, reference.affine, atol=1e-4
@@ -54,7 +54,7 @@ def _same_grid(img, reference, path, reference_path) -> None:
 
 def _save(data, reference, in_file, suffix, cwd) -> str:
     """Write ``data`` with the reference's geometry as ``<in_file stem><suffix>.nii.gz`` in ``cwd``."""
-    from ..utils.validation import header_image, save_image
+    from ..image.io import header_image, save_image
 
     out = fname_presuffix(in_file, suffix=suffix, newpath=cwd, use_ext=False) + ".nii.gz"
     save_image(header_image(data, reference.affine, reference.header), out)
@@ -63,7 +63,7 @@ def _save(data, reference, in_file, suffix, cwd) -> str:
 
 def _as_image_error(path, exc: ValueError):
     """ImageError ``"<path>: <problem>"`` from a ValueError raised by a utility function."""
-    from ..utils.validation import ImageError
+    from ..image.io import ImageError
 
     return exc if isinstance(exc, ImageError) else ImageError(f"{path}: {exc}")
 
@@ -101,7 +101,7 @@ class WindowIntensities(SimpleInterface):
     def _run_interface(self, runtime):
         import numpy as np
 
-        from ..utils.intensity import window_intensities
+        from ..preproc.intensity import window_intensities
 
         img = _read(self.inputs.in_file, validate=True)
         try:
@@ -149,7 +149,7 @@ class N4BiasCorrection(SimpleInterface):
     def _run_interface(self, runtime):
         import numpy as np
 
-        from ..utils.n4 import n4_bias_correct
+        from ..preproc.n4 import n4_bias_correct
 
         img = _read(self.inputs.in_file)
         mask = _read_mask(self.inputs.in_mask, img) if isdefined(self.inputs.in_mask) else None
@@ -204,11 +204,7 @@ class HistogramMatch(SimpleInterface):
 
         import numpy as np
 
-        from ..utils.intensity import (
-            LandmarksError,
-            match_histogram,
-            template_landmarks,
-        )
+        from ..preproc.intensity import LandmarksError, match_histogram, template_landmarks
 
         if isdefined(self.inputs.template):
             reference = template_landmarks(self.inputs.template)
@@ -272,7 +268,7 @@ class SkullAddBack(SimpleInterface):
     def _run_interface(self, runtime):
         import numpy as np
 
-        from ..utils.skull import add_skull_back
+        from ..postproc.skull import add_skull_back
 
         original = _read(self.inputs.in_original)
         enhanced = _read(self.inputs.in_enhanced)
@@ -323,7 +319,7 @@ class QualityIndex(SimpleInterface):
 
         import numpy as np
 
-        from ..utils.quality import quality_report
+        from ..postproc.quality import quality_report
 
         original = _read(self.inputs.in_original)
         enhanced = _read(self.inputs.in_enhanced)
@@ -386,14 +382,14 @@ class TissueSegmentation(SimpleInterface):
 
         import numpy as np
 
-        from ..utils.segmentation import (
+        from ..image.io import ImageError
+        from ..postproc.class_scores import (
             LABELS,
             PROBSEG_LABELS,
             class_probabilities,
             labels_from_scores,
             write_label_table,
         )
-        from ..utils.validation import ImageError
 
         if isdefined(self.inputs.in_scores):
             in_file = self.inputs.in_scores
@@ -435,7 +431,7 @@ class TissueSegmentation(SimpleInterface):
         import nibabel as nib
         import numpy as np
 
-        from ..utils.validation import ImageError
+        from ..image.io import ImageError
 
         try:
             img = nib.load(str(path))

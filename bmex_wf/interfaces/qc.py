@@ -53,7 +53,7 @@ class WriteQC(SimpleInterface):
         import json
         from pathlib import Path
 
-        from ..utils.provenance import file_record, software_versions, utc_now
+        from ..provenance import file_record, software_versions, utc_now
 
         inp = self.inputs
         record = {

@@ -41,7 +41,7 @@ class RegisterToTemplate(SimpleInterface):
     """antsRegistration (antspyx) of a brain to a template brain; composite H5 transforms.
 
     The template is brain-extracted with its mask; see
-    :func:`bmex_wf.utils.registration.register_to_template`.
+    :func:`bmex_wf.spaces.registration.register_to_template`.
     """
 
     input_spec = _RegisterToTemplateInputSpec
@@ -53,7 +53,7 @@ class RegisterToTemplate(SimpleInterface):
         import nibabel as nb
         from nipype.utils.filemanip import fname_presuffix
 
-        from ..utils.registration import register_to_template
+        from ..spaces.registration import register_to_template
 
         inputs = self.inputs
         moving_mask = nb.load(inputs.moving_mask) if isdefined(inputs.moving_mask) else None
@@ -97,7 +97,7 @@ class ApplyTransforms(SimpleInterface):
         import nibabel as nb
         from nipype.utils.filemanip import fname_presuffix
 
-        from ..utils.registration import apply_transforms
+        from ..spaces.registration import apply_transforms
 
         out = apply_transforms(nb.load(self.inputs.in_file), nb.load(self.inputs.reference),
                                list(self.inputs.transforms),

@@ -234,8 +234,8 @@ class IntensityHistogramRPT(SimpleInterface):
     output_spec = _ReportOutputSpec
 
     def _run_interface(self, runtime):
+        from bmex_wf.preproc.intensity import template_landmarks
         from bmex_wf.reports.figures import matching_histogram_data, plot_histograms
-        from bmex_wf.utils.intensity import template_landmarks
 
         landmarks = template_landmarks(self.inputs.template)
         matched = self.inputs.in_matched if isdefined(self.inputs.in_matched) else None

@@ -14,7 +14,7 @@ from nipype.interfaces.base import (
 
 def _read_named(path):
     """Read an image whose errors and messages name ``path``."""
-    from ..utils.validation import read_image
+    from ..image.io import read_image
 
     img = read_image(path)
     img.set_filename(str(path))
@@ -23,7 +23,7 @@ def _read_named(path):
 
 def _mask_on(mask_file, reference):
     """The brain mask on the grid of ``reference`` (nearest neighbour), named after its file."""
-    from ..utils.validation import validate_mask
+    from ..image.io import validate_mask
 
     mask = validate_mask(mask_file, reference)
     mask.set_filename(str(mask_file))
@@ -66,9 +66,9 @@ class TissueVolumes(SimpleInterface):
 
         from nipype.utils.filemanip import fname_presuffix
 
-        from ..utils.derivatives import atomic_write_text
-        from ..utils.tissue import atropos_dseg, tissue_volumes, volumes_table
-        from ..utils.validation import ImageError
+        from ..bids.derivatives import atomic_write_text
+        from ..image.io import ImageError
+        from ..postproc.volumes import atropos_dseg, tissue_volumes, volumes_table
 
         inp = self.inputs
         rows = {"bmex": tissue_volumes(_read_named(inp.dseg))}

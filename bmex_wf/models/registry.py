@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ..labels import CONTRASTS
+
 #: Environment variable naming a directory of model files.
 MODELS_ENV = "BMEX_MODELS_DIR"
-CONTRASTS = ("T1w", "T2w")
 
 
 @dataclass(frozen=True)

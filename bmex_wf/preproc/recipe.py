@@ -47,14 +47,14 @@ class NetworkInput:
 
 
 def _like(data: np.ndarray, img) -> nib.Nifti1Image:
-    from ..utils.validation import header_image
+    from ..image.io import header_image
 
     return header_image(np.asarray(data), img.affine, img.header)
 
 
 def reorient(img) -> nib.Nifti1Image:
     """Closest LPS axes, by exact permutation and flips (world geometry kept)."""
-    from ..utils.orientation import reorient_to_lps
+    from ..image.orientation import reorient_to_lps
 
     return reorient_to_lps(img)
 
@@ -62,7 +62,7 @@ def reorient(img) -> nib.Nifti1Image:
 def window(img, lower_pct: float = 0.001, upper_pct: float = 99.999,
            out_max: float = 1000.0) -> nib.Nifti1Image:
     """Intensities windowed linearly to ``0..out_max`` between two percentiles."""
-    from ..utils.intensity import window_intensities
+    from .intensity import window_intensities
 
     data = window_intensities(np.asanyarray(img.dataobj), lower_pct, upper_pct, out_max)
     return _like(data, img)
@@ -70,7 +70,7 @@ def window(img, lower_pct: float = 0.001, upper_pct: float = 99.999,
 
 def correct_bias(img, mask=None, num_threads: int | None = None, **n4_options) -> nib.Nifti1Image:
     """N4 bias-field correction (fitted within ``mask``, default: voxels > 0)."""
-    from ..utils.n4 import n4_bias_correct
+    from .n4 import n4_bias_correct
 
     out = n4_bias_correct(img, mask=mask, num_threads=num_threads, **n4_options)
     return _like(np.asanyarray(out.dataobj, dtype=np.float32), img)
@@ -78,7 +78,7 @@ def correct_bias(img, mask=None, num_threads: int | None = None, **n4_options) -
 
 def default_mask(img) -> nib.Nifti1Image:
     """The brain mask of a skull-stripped image: its non-zero voxels, cleaned."""
-    from ..utils.brainmask import nonzero_mask
+    from ..brainmask.nonzero import nonzero_mask
 
     return nonzero_mask(img)
 
@@ -91,14 +91,14 @@ def apply_mask(img, mask) -> nib.Nifti1Image:
 
 def to_network_grid(img, voxel_mm: float, order: int = 1) -> nib.Nifti1Image:
     """Resampled to isotropic ``voxel_mm`` voxels (the enhancement grid rule)."""
-    from ..utils.resample import resample_to_spacing
+    from ..image.resample import resample_to_spacing
 
     return resample_to_spacing(img, voxel_mm, order=order)
 
 
 def match_template(img, template: str) -> tuple[nib.Nifti1Image, dict]:
     """Histogram-matched to the stored landmarks of ``template``; returns (image, landmarks)."""
-    from ..utils.intensity import match_histogram, template_landmarks
+    from .intensity import match_histogram, template_landmarks
 
     reference = template_landmarks(template)
     matched, source = match_histogram(np.asanyarray(img.dataobj), reference, return_landmarks=True)
@@ -124,7 +124,7 @@ def network_input(img, template: str, voxel_mm: float, mask=None, bias_correctio
     num_threads : int, optional
         Threads for N4.
     """
-    from ..utils.orientation import to_network_order
+    from ..image.orientation import to_network_order
 
     head = window(reorient(img))
     if bias_correction:

@@ -107,7 +107,7 @@ def plot_histograms(before: np.ndarray, after: np.ndarray, landmarks: dict[str, 
     before, after
         Brain voxel intensities before and after histogram matching (1-D or any shape).
     landmarks
-        Template landmark dictionary (:func:`bmex_wf.utils.intensity.template_landmarks`).
+        Template landmark dictionary (:func:`bmex_wf.preproc.intensity.template_landmarks`).
     out_file
         SVG file to write.
     bins
@@ -163,8 +163,8 @@ def matching_histogram_data(in_file: str | Path, in_mask: str | Path,
     """Brain intensities before and after matching to the template landmarks.
 
     "Before" is the image windowed to template units
-    (:func:`bmex_wf.utils.intensity.window_intensities`), "after" the same voxels once
-    histogram-matched (:func:`bmex_wf.utils.intensity.match_histogram`), unless the matched
+    (:func:`bmex_wf.preproc.intensity.window_intensities`), "after" the same voxels once
+    histogram-matched (:func:`bmex_wf.preproc.intensity.match_histogram`), unless the matched
     image is given.
 
     Returns
@@ -174,7 +174,7 @@ def matching_histogram_data(in_file: str | Path, in_mask: str | Path,
     """
     import nibabel as nb
 
-    from bmex_wf.utils.intensity import match_histogram, window_intensities
+    from bmex_wf.preproc.intensity import match_histogram, window_intensities
 
     data = np.asanyarray(nb.load(str(in_file)).dataobj).squeeze().astype(np.float32)
     mask = np.asanyarray(nb.load(str(in_mask)).dataobj).squeeze() > 0

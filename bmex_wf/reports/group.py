@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..utils.age import AGE_GROUPS
-from ..utils.derivatives import atomic_write_text, source_entities
-from ..utils.tissue import METHODS, TISSUES, TissueError, read_volumes_table
+from ..age import AGE_GROUPS
+from ..bids.derivatives import atomic_write_text, source_entities
+from ..postproc.volumes import METHODS, TISSUES, TissueError, read_volumes_table
 from .paths import (
     figure_entities,
     report_template,

@@ -11,7 +11,7 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 from .. import __version__
-from ..utils.derivatives import atomic_write_text
+from ..bids.derivatives import atomic_write_text
 from .paths import (
     figures_dir,
     report_template,

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..labels import tissue_order
 from .degradations import degrade, random_kinds
-from .targets import tissue_labels, tissue_order
+from .targets import tissue_labels
 
 LOGGER = logging.getLogger(__name__)
 
@@ -136,11 +137,12 @@ def template_sources(templates_dir) -> list[Source]:
 def bids_sources(bids_dir, subjects=None, exclude_subjects=()) -> list[Source]:
     """T1w/T2w images of a BIDS dataset, each matched to its age template.
 
-    Ages come from the dataset's tables (:func:`bmex_wf.utils.bids.lookup_age`);
+    Ages come from the dataset's tables (:func:`bmex_wf.bids.ages.lookup_age`);
     an image without a usable age is skipped with a warning.
     """
-    from ..utils.age import age_group
-    from ..utils.bids import AgeError, find_images, lookup_age
+    from ..age import AgeError, age_group
+    from ..bids.ages import lookup_age
+    from ..bids.inputs import find_images
 
     exclude = {s.removeprefix("sub-") for s in exclude_subjects}
     sources = []
@@ -232,8 +234,8 @@ def preprocess(image_path, template: str, mask_path=None, n4: bool = True,
     data, mask, spacing_mm
         float32 volume (template units), uint8 mask, voxel size used.
     """
+    from ..image.io import load_image, validate_mask
     from ..preproc.recipe import default_mask, network_input
-    from ..utils.validation import load_image, validate_mask
 
     img = load_image(image_path)
     if mask_path is not None:
@@ -251,9 +253,9 @@ def target_on_grid(target_path, spacing: float) -> np.ndarray:
     No windowing, N4 or histogram matching (the BME-X output is already in the network's
     output units).
     """
+    from ..image.io import load_image
+    from ..image.orientation import to_network_order
     from ..preproc.recipe import reorient, to_network_grid
-    from ..utils.orientation import to_network_order
-    from ..utils.validation import load_image
 
     grid = to_network_grid(reorient(load_image(target_path)), spacing, order=1)
     return to_network_order(np.asanyarray(grid.dataobj, dtype=np.float32)).astype(np.float32)

@@ -136,7 +136,7 @@ def degrade(crop: np.ndarray, kinds: Sequence[str], seed: int, spacing_mm: float
 
 def match_to_reference(data: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Histogram-match ``data`` to ``reference`` (SimpleITK semantics, as at inference)."""
-    from ..utils.intensity import compute_landmarks, match_histogram
+    from ..preproc.intensity import compute_landmarks, match_histogram
 
     if not np.any(reference > 0) or float(data.max()) <= float(data.min()):
         return data.astype(np.float32)

@@ -21,10 +21,10 @@ import logging
 import numpy as np
 from scipy import ndimage
 
+from ..labels import CSF, GM, WM
+
 LOGGER = logging.getLogger(__name__)
 
-#: Label values (same as bmex_wf.utils.segmentation.LABELS).
-BG, CSF, GM, WM = 0, 1, 2, 3
 
 #: Voxels used for the mixture fit (a random subset keeps it fast).
 MAX_FIT_VOXELS = 200_000
@@ -32,20 +32,6 @@ MAX_FIT_VOXELS = 200_000
 
 class TargetError(ValueError):
     """The image or mask cannot give tissue labels."""
-
-
-def tissue_order(contrast: str, age_group: str = "Month24") -> tuple[int, int, int]:
-    """Tissue labels from darkest to brightest for a contrast and BME-X age group.
-
-    >>> tissue_order("T1w"), tissue_order("T2w"), tissue_order("T1w", "Month0")
-    ((1, 2, 3), (3, 2, 1), (1, 3, 2))
-    """
-    early = age_group in ("Fetal", "Month0", "Month3")
-    if contrast == "T1w":
-        return (CSF, WM, GM) if early else (CSF, GM, WM)
-    if contrast == "T2w":
-        return (GM, WM, CSF) if early else (WM, GM, CSF)
-    raise TargetError(f"unknown contrast {contrast!r}; expected T1w or T2w")
 
 
 def fit_gmm(values: np.ndarray, components: int = 3, iterations: int = 0,

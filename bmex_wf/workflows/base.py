@@ -7,6 +7,7 @@ from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 from niworkflows.interfaces.nibabel import ApplyMask, SplitSeries
 
+from ..age import age_group as group_of
 from ..interfaces.brainmask import BrainMask
 from ..interfaces.enhance import Enhance
 from ..interfaces.geometry import (
@@ -25,13 +26,12 @@ from ..interfaces.intensity import (
     WindowIntensities,
 )
 from ..interfaces.qc import WriteQC
+from ..labels import MASK_SOURCES
 from ..models.registry import resolve_enhance_model
-from ..utils.age import age_group as group_of
 
 #: Outputs of ``init_bmex_wf`` that are images on the input's original grid.
 IMAGE_OUTPUTS = ("enhanced", "enhanced_brain", "brain_mask", "dseg")
 
-MASK_SOURCES = ("auto", "lifespanstrip", "precomputed", "nonzero", "template")
 
 
 def init_bmex_wf(

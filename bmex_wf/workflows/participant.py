@@ -10,10 +10,9 @@ from pathlib import Path
 from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
+from ..age import AgeInfo, age_group
 from ..interfaces.bids import BMEXDerivativesSink, BMEXSpaceSink, BMEXVolumesSink
-from ..utils.age import age_group
-from ..utils.bids import AgeInfo
-from ..utils.templates import OutputSpace, resolve_space
+from ..spaces.templateflow import OutputSpace, resolve_space
 
 #: Outputnode fields of ``init_bmex_wf`` written by the sink (same names on both sides).
 SINK_FIELDS = ("enhanced", "enhanced_brain", "brain_mask", "dseg", "probsegs", "qi",
@@ -88,7 +87,7 @@ def init_image_wf(*, job: ImageJob, output_dir: Path, bids_dir: Path | None = No
     """``init_bmex_wf`` for one image, its outputs sunk to ``output_dir`` (+ reportlets).
 
     ``output_spaces`` adds one ``init_registration_wf`` (and a sink) per space that applies
-    to the image (:func:`bmex_wf.utils.templates.resolve_space`); ``registration`` holds
+    to the image (:func:`bmex_wf.spaces.templateflow.resolve_space`); ``registration`` holds
     its keyword arguments (``transform``, ``iterations``, ``spacing_mm``, ``seed``).
     ``volumes`` adds the tissue-volume table (``desc-volumes_morph.tsv``).
     """

@@ -8,7 +8,8 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from ..interfaces.registration import ApplyTransforms, RegisterToTemplate
 from ..interfaces.reportlets import RegistrationRPT
-from ..utils.templates import OutputSpace, TemplateFiles, fetch_template
+from ..labels import CONTRASTS
+from ..spaces.templateflow import OutputSpace, TemplateFiles, fetch_template
 
 #: Citation keys of templates in ``bmex_wf/data/boilerplate.bib``.
 TEMPLATE_CITATIONS = {
@@ -30,14 +31,14 @@ def init_registration_wf(*, space: OutputSpace, contrast: str,
     Parameters
     ----------
     space : OutputSpace
-        The template, its cohort resolved (:func:`bmex_wf.utils.templates.resolve_space`).
+        The template, its cohort resolved (:func:`bmex_wf.spaces.templateflow.resolve_space`).
     contrast : str
         ``T1w`` or ``T2w`` (the template image of that contrast is preferred).
     template : TemplateFiles, optional
         Template files; fetched through TemplateFlow when not given (at build time, so a
         template that is not available fails before anything runs).
     transform, iterations, spacing_mm, seed
-        Registration settings (:func:`bmex_wf.utils.registration.register_to_template`).
+        Registration settings (:func:`bmex_wf.spaces.registration.register_to_template`).
     omp_nthreads : int
         ITK threads of the registration and resampling nodes.
     name : str, optional
@@ -63,7 +64,7 @@ def init_registration_wf(*, space: OutputSpace, contrast: str,
     out_report
         Reportlet (SVG): template brain contours over the registered enhanced brain.
     """
-    if contrast not in ("T1w", "T2w"):
+    if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be 'T1w' or 'T2w', got {contrast!r}")
     template = template or fetch_template(space, contrast)
     label = space.label.replace("-", "").replace("_", "")

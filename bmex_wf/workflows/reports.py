@@ -17,6 +17,7 @@ from ..interfaces.reportlets import (
     QCSummary,
     TissueSegRPT,
 )
+from ..labels import CONTRASTS
 
 
 def template_name(age_group: str, contrast: str) -> str:
@@ -80,7 +81,7 @@ def init_report_wf(*, output_dir: str | Path, contrast: str, display_spacing: fl
     out_figures
         The figure files written.
     """
-    if contrast not in ("T1w", "T2w"):
+    if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be 'T1w' or 'T2w', got {contrast!r}")
     workflow = Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=[

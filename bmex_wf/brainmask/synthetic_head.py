@@ -86,7 +86,7 @@ def synthetic_head(
         float32 head and uint8 true brain mask, on the brain's grid (zero-padded
         first where the brain lies too close to the border for the shells).
     """
-    from .brainmask import clean_mask
+    from ..image.morphology import clean_mask
 
     data = np.asanyarray(brain_img.dataobj).astype(np.float32)
     if data.ndim == 4 and data.shape[3] == 1:

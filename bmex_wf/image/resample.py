@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.affines import voxel_sizes
 
-from .validation import header_image
+from .header import header_image
 
 LOGGER = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def new_image(data: np.ndarray, affine: np.ndarray, like: nib.spatialimages.Spat
 
     Units, intent and q/s-form codes come from ``like``; the forms hold
     ``affine``; the stored type follows the data (see
-    :func:`~bmex_wf.utils.validation.header_image`).
+    :func:`~bmex_wf.image.header.header_image`).
     """
     return header_image(data, affine, like.header)
 

@@ -7,12 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-#: Label value -> BIDS abbreviation; the order of the network's class channels.
-LABELS = {0: "BG", 1: "CSF", 2: "GM", 3: "WM"}
-#: Label value -> full name, for the BIDS ``dseg.tsv`` look-up table.
-LABEL_NAMES = {0: "Background", 1: "Cerebrospinal Fluid", 2: "Gray Matter", 3: "White Matter"}
+from ..labels import LABEL_NAMES, LABELS, TISSUES
+
 #: Tissue classes that get a probability map (``label-<abbreviation>_probseg``).
-PROBSEG_LABELS = (1, 2, 3)
+PROBSEG_LABELS = tuple(TISSUES)
 
 
 def _check_scores(scores: np.ndarray) -> np.ndarray:

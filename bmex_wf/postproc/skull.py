@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bmex_wf.utils.intensity import HISTOGRAM_LEVELS, compute_landmarks, match_histogram
+from bmex_wf.preproc.intensity import HISTOGRAM_LEVELS, compute_landmarks, match_histogram
 
 #: Quantiles matched between the enhanced and the original brain (finer than the
 #: template matching's 7, so the whole in-mask distribution follows the original).

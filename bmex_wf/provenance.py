@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 
-from ..models.registry import file_sha256
+from .models.registry import file_sha256
 
 
 def software_versions() -> dict:
@@ -16,7 +16,7 @@ def software_versions() -> dict:
     import SimpleITK
     import torch
 
-    from .. import __version__
+    from . import __version__
 
     return {
         "bmex-wf": __version__,

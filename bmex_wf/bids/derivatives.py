@@ -28,11 +28,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .. import __packagename__, __url__, __version__
+from ..labels import TISSUES
 
 LOGGER = logging.getLogger("bmex_wf.derivatives")
 
 #: Tissue classes of the label map (index -> name), background excluded.
-TISSUES = {1: "CSF", 2: "GM", 3: "WM"}
 #: Output keys in the order they are written.
 OUTPUT_KEYS = ("enhanced", "enhanced_brain", "brain_mask", "dseg",
                *(f"probseg_{name}" for name in TISSUES.values()))

@@ -17,16 +17,17 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..labels import CONTRASTS, TISSUE_NAMES, tissue_order
+
 LOGGER = logging.getLogger(__name__)
 
 #: Tissue classes, in label order (label = index + 1).
-TISSUES = ("CSF", "GM", "WM")
+TISSUES = TISSUE_NAMES
 #: Columns of a volumes table, in order.
 VOLUME_COLUMNS = ("method", *(f"{t}_mL" for t in TISSUES), "brain_mL")
 #: Row names of a volumes table, in order.
 METHODS = ("bmex", "atropos_original", "atropos_enhanced")
 #: Contrasts Atropos classes can be named for (T2w: CSF brightest, WM darkest).
-CONTRASTS = ("T1w", "T2w")
 
 
 class TissueError(ValueError):
@@ -124,12 +125,10 @@ def order_classes(labels: np.ndarray, intensities: np.ndarray, contrast: str,
     """Rename classes 1..3 of ``labels`` to 1 CSF, 2 GM, 3 WM by their mean intensity.
 
     The tissue order from darkest to brightest is that of the contrast and age group
-    (:func:`bmex_wf.training.targets.tissue_order`): T1w CSF < GM < WM, T2w the reverse;
+    (:func:`bmex_wf.labels.tissue_order`): T1w CSF < GM < WM, T2w the reverse;
     for ``Fetal``, ``Month0`` and ``Month3`` grey and white matter swap (unmyelinated white
     matter). ``age_group=None`` means after the first months. Background (0) stays 0.
     """
-    from ..training.targets import tissue_order
-
     if contrast not in CONTRASTS:
         raise TissueError(f"unknown contrast {contrast!r}; expected one of {CONTRASTS}")
     means = [intensities[labels == k].mean() if np.any(labels == k) else np.inf

@@ -25,14 +25,9 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from .brainmask import (
-    BrainMaskError,
-    SourceUnavailable,
-    bounding_box,
-    fill_small_holes,
-    largest_component,
-    mask_image,
-)
+from ..image.morphology import bounding_box, fill_small_holes, largest_component
+from .common import mask_image
+from .errors import BrainMaskError, SourceUnavailable
 
 LOGGER = logging.getLogger(__name__)
 
@@ -85,7 +80,7 @@ def lifespanstrip_available(models_dir=None) -> bool:
 
 @functools.lru_cache(maxsize=4)
 def _landmarks(path: str, mtime: float) -> dict:
-    from .intensity import compute_landmarks
+    from ..preproc.intensity import compute_landmarks
 
     try:
         data = np.asarray(nib.load(path).get_fdata(dtype=np.float32))
@@ -113,10 +108,10 @@ def preprocess(img, landmarks: dict, *, n4: bool = True,
         float32 network-order volume on the 1.6 mm centred grid, and the LPS-reoriented
         full-resolution image (the grid the mask is first made on).
     """
-    from .intensity import match_histogram, window_intensities
-    from .n4 import n4_bias_correct
-    from .orientation import reorient_to_lps, to_network_order
-    from .resample import new_image, resample_centered
+    from ..image.orientation import reorient_to_lps, to_network_order
+    from ..image.resample import new_image, resample_centered
+    from ..preproc.intensity import match_histogram, window_intensities
+    from ..preproc.n4 import n4_bias_correct
 
     lps = reorient_to_lps(img)
     windowed = new_image(window_intensities(np.asanyarray(lps.dataobj)), lps.affine, lps)
@@ -176,9 +171,9 @@ def lifespanstrip_mask(img, *, models_dir=None, device: str = "cpu", precision: 
     SourceUnavailable
         When ``T1T2w-model.pt`` or its template cannot be found or read.
     """
+    from ..image.orientation import from_network_order, restore_orientation
     from ..models.checkpoints import load_network
     from ..models.inference import skullstrip_volume
-    from .orientation import from_network_order, restore_orientation
 
     model, template = find_lifespanstrip(models_dir)
     landmarks = template_landmarks(template)

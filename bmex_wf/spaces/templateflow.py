@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..labels import TISSUE_NAMES
+
 LOGGER = logging.getLogger("bmex_wf.templates")
 
 #: Upper age bound (months) of each cohort, in cohort order (NiBabies' rule).
@@ -317,7 +319,7 @@ def fetch_template(space: OutputSpace, contrast: str) -> TemplateFiles:
                                  f"{'T1w/T2w image' if image is None else 'brain mask'} in "
                                  f"{templateflow_home()} (check the resolution and cohort)")
     probsegs = {}
-    for tissue in ("CSF", "GM", "WM"):
+    for tissue in TISSUE_NAMES:
         path = _optional(space, suffix="probseg", label=tissue, desc=None)
         if path is not None:
             probsegs[tissue] = path
@@ -336,7 +338,7 @@ def space_output_names(source_name: str, contrast: str, space: OutputSpace) -> d
     ('sub-01_ses-1_space-MNIInfant_cohort-2_desc-enhanced_T1w.nii.gz', \
 'sub-01_ses-1_from-MNIInfant_to-T1w_cohort-2_mode-image_xfm.h5')
     """
-    from .derivatives import source_entities
+    from ..bids.derivatives import source_entities
 
     src = source_entities(source_name, contrast)
     cohort = f"_cohort-{space.cohort}" if space.cohort is not None else ""

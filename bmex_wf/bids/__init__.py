@@ -1,0 +1,1 @@
+"""BIDS inputs (discovery, filters, ages of scans) and derivatives (names, sidecars, atomic writes)."""

@@ -1,0 +1,1 @@
+"""Images: reading and validation, saving, resampling, orientation and mask morphology."""

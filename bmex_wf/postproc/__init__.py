@@ -1,0 +1,1 @@
+"""After the network: labels from class scores, skull add-back, quality index, tissue volumes."""

@@ -1,0 +1,1 @@
+"""Output spaces: TemplateFlow templates and ANTs registration to them."""

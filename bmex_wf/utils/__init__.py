@@ -1,1 +1,0 @@
-"""Plain helper functions wrapped by the Nipype interfaces."""
