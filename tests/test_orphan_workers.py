@@ -179,6 +179,26 @@ def test_worker_dies_with_its_parent(tmp_path):
     assert not left
 
 
+@linux_only
+def test_registration_child_dies_with_its_parent(tmp_path):
+    # the real _run_registration, with a stand-in for the antsRegistration child
+    code = ('import sys; sys.path.insert(0, sys.argv[2])\n'
+            'from bmex_wf.utils import registration\n'
+            'registration._REGISTRATION_CHILD = ("import json, os, sys, time; "\n'
+            '    "open(json.loads(sys.argv[1])[0], \'w\').write(str(os.getpid())); "\n'
+            '    "time.sleep(60)")\n'
+            'registration._run_registration([sys.argv[1]], 1, what="test")\n')
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", code, str(pid_file), str(REPO)])
+    try:
+        child = int(_wait_for_text(pid_file, parent, 60))
+        assert pid_running(child)
+    finally:
+        parent.kill()
+        parent.wait()
+    assert not _wait_gone([child], 5)
+
+
 def test_run_with_plugin_guards_local_pools_only(tmp_path, monkeypatch):
     from nipype.pipeline import engine as pe
 
