@@ -1,1 +1,1 @@
-"""Running workflows: plugin set-up, work-directory locking and per-image outcomes."""
+"""Running workflows: Nipype plugins and SLURM resources, work-directory locking, workers that die with their run, and per-image outcomes."""

@@ -31,6 +31,8 @@ LOGGER = logging.getLogger("bmex_wf.plugins")
 
 #: Plugins that submit each node with ``sbatch``.
 SLURM_PLUGINS = ("SLURM", "SLURMGraph")
+#: Plugins whose workers are local processes, made to die with the run.
+LOCAL_POOL_PLUGINS = ("MultiProc", "LegacyMultiProc")
 #: plugin_args keys of bmex-wf (removed before Nipype sees them).
 OWN_KEYS = ("max_cpus", "max_mem_gb", "min_mem_gb")
 DEFAULT_MIN_MEM_GB = 1.0
@@ -307,10 +309,17 @@ def run_with_plugin(workflow, plugin: str, plugin_args: dict, *, poll_s: float =
                     runner=subprocess.run) -> dict[str, tuple[str, str]]:
     """Run ``workflow`` with a Nipype plugin; for ``SLURMGraph`` also wait for its jobs.
 
+    ``MultiProc`` and ``LegacyMultiProc`` run with workers that die with this process
+    (:mod:`bmex_wf.execution.orphans`), so that none is left computing after ``kill -9``.
     Returns the SLURM jobs of a ``SLURMGraph`` run (id -> (name, state); empty otherwise).
     Raises RuntimeError when some of them did not complete.
     """
     args = nipype_plugin_args(plugin, plugin_args)
+    if plugin in LOCAL_POOL_PLUGINS:
+        from ..execution.multiproc import guarded_plugin
+
+        workflow.run(plugin=guarded_plugin(plugin, args), plugin_args=args)
+        return {}
     if plugin != "SLURMGraph":
         workflow.run(plugin=plugin, plugin_args=args)
         return {}

@@ -26,6 +26,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..execution.orphans import die_with_parent_code
+
 LOGGER = logging.getLogger("bmex_wf.registration")
 
 TRANSFORMS = ("Rigid", "Affine", "SyN")
@@ -170,9 +172,11 @@ def _run_registration(args: list[str], num_threads: int, *, what: str) -> None:
     made afterwards in the same process is ignored, and with several threads a seeded run is
     not repeatable (two runs of the same rigid registration differed by 2 mm). A fresh process
     makes the setting hold wherever this is called from (a Linear-plugin node, a notebook).
+    The child dies with this process (Linux): a killed run leaves no registration running.
     """
+    code = die_with_parent_code() + _REGISTRATION_CHILD  # killed with this process (Linux)
     with itk_threads(num_threads):  # the child reads the setting at its first ITK filter
-        proc = subprocess.run([sys.executable, "-c", _REGISTRATION_CHILD, json.dumps(args)],
+        proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)],
                               capture_output=True, text=True, check=False)
     if proc.returncode:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
