@@ -430,3 +430,43 @@ def test_missing_prerequisite_exits_2(small_bids, tmp_path, models, fake_base, c
     assert cli_main(argv) == 2
     assert expected in caplog.text
     assert not list(tmp_path.rglob("*_desc-enhanced_*.nii.gz"))
+
+
+def test_locked_work_dir_stops_a_second_run(small_bids, tmp_path, models, fake_base, caplog):
+    """A work directory held by a live run stops another run, naming the holder (exit 2)."""
+    import socket
+    import subprocess
+
+    from bmex_wf.execution.workdir_lock import acquire_work_dir_lock
+
+    work = tmp_path / "work"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = acquire_work_dir_lock(work)
+        record = json.loads(lock.path.read_text())
+        record["pid"] = holder.pid  # the live holder is another process of this host
+        record.pop("proc_start", None)
+        lock.path.write_text(json.dumps(record))
+        code, out, _ = _run(small_bids, tmp_path, models, "--participant-label", "02")
+        assert code == 2
+        assert f"pid {holder.pid}" in caplog.text and socket.gethostname() in caplog.text
+        assert not (out / "sub-02").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    code, out, _ = _run(small_bids, tmp_path, models, "--participant-label", "02")
+    assert code == 0  # the dead holder's lock is stale: taken over
+    assert "stale" in caplog.text.lower() or "taken over" in caplog.text.lower()
+
+
+def test_enhance_honours_use_plugin(small_bids, tmp_path, models, fake_base, caplog):
+    """``bmex-wf enhance`` resolves its settings like the participant level (plugin file)."""
+    linear = tmp_path / "linear.yml"
+    linear.write_text("plugin: Linear\n")
+    image = small_bids / "sub-02/anat/sub-02_T1w.nii.gz"
+    out = tmp_path / "enh"
+    assert cli_main(["enhance", str(image), str(out), "--age-months", "30", "--models-dir",
+                     str(models), "--device", "cpu", "--use-plugin", str(linear)]) == 0
+    assert "Running with plugin Linear" in caplog.text
+    config = (out / "work/config.toml").read_text()
+    assert 'plugin = "Linear"' in config and "maxtasksperchild" not in config

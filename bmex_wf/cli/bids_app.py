@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
+from ..execution.workdir_lock import WorkDirLocked, work_dir_lock
 from .config import RunConfig
 from .parser import load_plugin_file, parse_args, parse_enhance_args
 from .prerequisites import MissingPrerequisite, check_prerequisites
@@ -419,17 +420,25 @@ def run_workflow(workflow, cfg: RunConfig) -> None:
 
 def run_participant(cfg: RunConfig) -> int:
     """Participant level; returns the exit code (0 only if every image succeeded)."""
+    try:
+        _check_prerequisites(cfg)
+        with work_dir_lock(cfg.work_dir, force_unlock=cfg.force_unlock):
+            return _run_participant(cfg)
+    except (MissingPrerequisite, WorkDirLocked) as exc:
+        LOGGER.error("%s", exc)
+        return 2
+
+
+def _run_participant(cfg: RunConfig) -> int:
     from ..bids.derivatives import write_citation, write_dataset_files
     from ..bids.inputs import validation_warnings
 
-    try:
-        _check_prerequisites(cfg)
-    except MissingPrerequisite as exc:
-        LOGGER.error("%s", exc)
-        return 2
     if cfg.clean_workdir and cfg.work_dir.exists():
         LOGGER.info("Emptying the work directory %s", cfg.work_dir)
-        shutil.rmtree(cfg.work_dir)
+        for entry in cfg.work_dir.iterdir():  # the lock file stays
+            if entry.name.startswith(".bmex-wf.lock"):
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     logs_dir = cfg.output_dir / "logs"
     logs_dir.mkdir(parents=True, exist_ok=True)
     cfg.work_dir.mkdir(parents=True, exist_ok=True)
@@ -496,6 +505,21 @@ def bids_app_main(argv) -> int:
 # --------------------------------------------------------------------------- enhance
 def enhance_main(argv) -> int:
     """``bmex-wf enhance IN OUT_DIR --age-months N``: one image outside BIDS."""
+    opts = parse_enhance_args(argv)
+    _setup_logging(opts.verbose)
+    opts.work_dir = opts.work_dir or opts.output_dir / "work"
+    cfg = build_config(opts)  # the participant level's defaults and plugin handling
+    try:
+        _check_prerequisites(cfg)
+        with work_dir_lock(cfg.work_dir, force_unlock=cfg.force_unlock):
+            return _run_enhance(cfg, opts)
+    except (MissingPrerequisite, WorkDirLocked) as exc:
+        LOGGER.error("%s", exc)
+        return 2
+
+
+def _run_enhance(cfg: RunConfig, opts) -> int:
+    """Plan, build and run ``bmex-wf enhance`` for one image (``cfg`` resolved)."""
     from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
     from ..age import age_from_override
@@ -503,29 +527,6 @@ def enhance_main(argv) -> int:
     from ..image.io import load_enhanceable
     from ..workflows.participant import ImageJob, init_image_wf
 
-    opts = parse_enhance_args(argv)
-    _setup_logging(opts.verbose)
-    opts.work_dir = opts.work_dir or opts.output_dir / "work"
-    for key in ("participant_label", "session_label", "derivatives"):
-        setattr(opts, key, None)
-    cfg = RunConfig(bids_dir=None, output_dir=opts.output_dir, work_dir=opts.work_dir,
-                    models_dir=opts.models_dir, device=opts.device, precision=opts.precision,
-                    tiling=opts.tiling, brain_mask_source=opts.brain_mask_source,
-                    age_months=opts.age_months, nprocs=opts.nprocs,
-                    omp_nthreads=opts.omp_nthreads, mem_gb=opts.mem_gb,
-                    output_spaces=[str(s) for s in opts.output_spaces or []])
-    cfg.nprocs = cfg.nprocs or _cpu_count()
-    cfg.omp_nthreads = cfg.omp_nthreads or min(8, cfg.nprocs)
-    cfg.use_gpu = resolve_use_gpu(cfg.device)
-    cfg.plugin_args = {"n_procs": cfg.nprocs, "raise_insufficient": False,
-                       "mp_context": "forkserver"}
-    if cfg.mem_gb:
-        cfg.plugin_args["memory_gb"] = cfg.mem_gb
-    try:
-        _check_prerequisites(cfg)
-    except MissingPrerequisite as exc:
-        LOGGER.error("%s", exc)
-        return 2
     key = opts.in_file.name
     outcomes = {key: Outcome(key)}
     # Reports are filed per subject: only for inputs named like BIDS files (sub-<label>_...).

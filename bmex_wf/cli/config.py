@@ -17,59 +17,53 @@ import toml
 
 from .. import __version__
 
-#: Sections of config.toml and the fields each holds.
-SECTIONS = {
-    "execution": ("bids_dir", "output_dir", "work_dir", "analysis_level", "participant_label",
-                  "session_label", "bids_filters", "derivatives", "skip_bids_validation",
-                  "reports_only", "boilerplate_only", "write_graph", "clean_workdir",
-                  "write_provenance", "verbose", "run_uuid", "version", "models_dir"),
-    "workflow": ("device", "use_gpu", "precision", "tiling", "brain_mask_source", "age_months",
-                 "output_spaces", "sloppy"),
-    "nipype": ("nprocs", "omp_nthreads", "mem_gb", "use_plugin", "plugin", "plugin_args",
-               "stop_on_first_crash", "resource_monitor"),
-}
 _PATHS = ("bids_dir", "output_dir", "work_dir", "models_dir", "use_plugin")
+
+
+#: Field metadata naming the ``config.toml`` section a :class:`RunConfig` field is saved in.
+EXECUTION, WORKFLOW, NIPYPE = ({"section": name} for name in ("execution", "workflow", "nipype"))
 
 
 @dataclass
 class RunConfig:
     """Everything a participant-level run needs, resolved (no ``auto`` left but ``device``)."""
 
-    bids_dir: Path | None
-    output_dir: Path
-    work_dir: Path | None = None
-    analysis_level: str = "participant"
-    participant_label: list = field(default_factory=list)
-    session_label: list = field(default_factory=list)
-    bids_filters: dict = field(default_factory=dict)
-    derivatives: list = field(default_factory=list)
-    skip_bids_validation: bool = False
-    reports_only: bool = False
-    boilerplate_only: bool = False
-    write_graph: bool = False
-    clean_workdir: bool = False
-    write_provenance: bool = False
-    verbose: int = 0
-    models_dir: Path | None = None
-    device: str = "auto"
-    use_gpu: bool = False
-    precision: str = "auto"
-    tiling: str = "fast"
-    brain_mask_source: str = "auto"
-    age_months: str | None = None
-    output_spaces: list = field(default_factory=list)
-    sloppy: bool = False
-    nprocs: int | None = None
-    omp_nthreads: int | None = None
-    mem_gb: float | None = None
-    use_plugin: Path | None = None
-    plugin: str = "MultiProc"
-    plugin_args: dict = field(default_factory=dict)
-    stop_on_first_crash: bool = False
-    resource_monitor: bool = False
-    run_uuid: str = field(
-        default_factory=lambda: f"{datetime.now(UTC):%Y%m%d-%H%M%S}_{uuid.uuid4()}")
-    version: str = __version__
+    bids_dir: Path | None = field(default=None, metadata=EXECUTION)
+    output_dir: Path | None = field(default=None, metadata=EXECUTION)
+    work_dir: Path | None = field(default=None, metadata=EXECUTION)
+    analysis_level: str = field(default="participant", metadata=EXECUTION)
+    participant_label: list = field(default_factory=list, metadata=EXECUTION)
+    session_label: list = field(default_factory=list, metadata=EXECUTION)
+    bids_filters: dict = field(default_factory=dict, metadata=EXECUTION)
+    derivatives: list = field(default_factory=list, metadata=EXECUTION)
+    skip_bids_validation: bool = field(default=False, metadata=EXECUTION)
+    reports_only: bool = field(default=False, metadata=EXECUTION)
+    boilerplate_only: bool = field(default=False, metadata=EXECUTION)
+    write_graph: bool = field(default=False, metadata=EXECUTION)
+    clean_workdir: bool = field(default=False, metadata=EXECUTION)
+    write_provenance: bool = field(default=False, metadata=EXECUTION)
+    verbose: int = field(default=0, metadata=EXECUTION)
+    models_dir: Path | None = field(default=None, metadata=EXECUTION)
+    device: str = field(default="auto", metadata=WORKFLOW)
+    use_gpu: bool = field(default=False, metadata=WORKFLOW)
+    precision: str = field(default="auto", metadata=WORKFLOW)
+    tiling: str = field(default="fast", metadata=WORKFLOW)
+    brain_mask_source: str = field(default="auto", metadata=WORKFLOW)
+    age_months: str | None = field(default=None, metadata=WORKFLOW)
+    output_spaces: list = field(default_factory=list, metadata=WORKFLOW)
+    sloppy: bool = field(default=False, metadata=WORKFLOW)
+    nprocs: int | None = field(default=None, metadata=NIPYPE)
+    omp_nthreads: int | None = field(default=None, metadata=NIPYPE)
+    mem_gb: float | None = field(default=None, metadata=NIPYPE)
+    use_plugin: Path | None = field(default=None, metadata=NIPYPE)
+    plugin: str = field(default="MultiProc", metadata=NIPYPE)
+    plugin_args: dict = field(default_factory=dict, metadata=NIPYPE)
+    stop_on_first_crash: bool = field(default=False, metadata=NIPYPE)
+    resource_monitor: bool = field(default=False, metadata=NIPYPE)
+    #: Run-time only (never saved): take over a work-directory lock left by another host.
+    force_unlock: bool = False
+    run_uuid: str = field(default_factory=lambda: f"{datetime.now(UTC):%Y%m%d-%H%M%S}_{uuid.uuid4()}", metadata=EXECUTION)
+    version: str = field(default=__version__, metadata=EXECUTION)
 
     @classmethod
     def from_namespace(cls, opts) -> RunConfig:
@@ -121,3 +115,9 @@ def load_settings(path) -> dict:
                 raise ValueError(f"{path}: unknown setting [{section}] {key}")
             flat[key] = Path(value) if key in _PATHS and value is not None else value
     return flat
+
+
+#: Sections of config.toml and the fields each holds, read off the field declarations.
+SECTIONS = {section: tuple(f.name for f in dataclasses.fields(RunConfig)
+                           if f.metadata.get("section") == section)
+            for section in ("execution", "workflow", "nipype")}

@@ -143,6 +143,10 @@ def _add_performance_options(group) -> None:
                        help="maximum number of threads per process (default: min(8, nprocs))")
     group.add_argument("--mem-gb", "--mem_gb", dest="mem_gb", metavar="GB", type=_pos_float,
                        help="upper bound of memory use, in GB")
+    group.add_argument("--use-plugin", "--use_plugin", dest="use_plugin", metavar="FILE",
+                       type=_plugin_file,
+                       help="YAML file with 'plugin:' and 'plugin_args:' for any Nipype "
+                       "execution plugin (e.g. MultiProc, SLURMGraph, SGE)")
 
 
 # --------------------------------------------------------------------------- BIDS App
@@ -182,10 +186,6 @@ def get_parser() -> argparse.ArgumentParser:
 
     perf = parser.add_argument_group("Options to handle performance")
     _add_performance_options(perf)
-    perf.add_argument("--use-plugin", "--use_plugin", dest="use_plugin", metavar="FILE",
-                      type=_plugin_file,
-                      help="YAML file with 'plugin:' and 'plugin_args:' for any Nipype "
-                      "execution plugin (e.g. MultiProc, SLURMGraph, SGE)")
     perf.add_argument("--resource-monitor", action="store_true",
                       help="record memory and CPU use of every node (Nipype resource monitor)")
 
@@ -220,6 +220,7 @@ def get_parser() -> argparse.ArgumentParser:
                        "concurrent runs sharing it)")
     other.add_argument("--write-provenance", action="store_true",
                        help="write Nipype's W3C PROV records")
+    _add_force_unlock(other)
     other.add_argument("-v", "--verbose", dest="verbose", action="count", default=0,
                        help="more log output (-v, -vv, -vvv)")
     return parser
@@ -292,8 +293,15 @@ def get_enhance_parser() -> argparse.ArgumentParser:
     parser.add_argument("-w", "--work-dir", metavar="DIR",
                         type=lambda v: Path(v).expanduser().absolute(),
                         help="working directory (default: OUTPUT_DIR/work)")
+    _add_force_unlock(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     return parser
+
+
+def _add_force_unlock(group) -> None:
+    group.add_argument("--force-unlock", action="store_true",
+                       help="take over the work directory's lock when it was left by a run on "
+                       "another host (a live run on this host is never overridden)")
 
 
 def parse_enhance_args(argv=None) -> argparse.Namespace:
