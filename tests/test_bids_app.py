@@ -33,6 +33,14 @@ def _fake_outputs(in_file, contrast, fail_on):
 
     if fail_on and fail_on in os.path.basename(in_file):
         raise RuntimeError(f"synthetic failure for {os.path.basename(in_file)}")
+    flags = os.environ.get("BMEX_TEST_FLAGS")  # test_interrupted_run: hold here while asked to
+    if flags:
+        import time
+
+        with open(os.path.join(flags, "worker.pid"), "w") as handle:
+            handle.write(str(os.getpid()))
+        while os.path.exists(os.path.join(flags, "sleep")):
+            time.sleep(0.2)
     img = nb.load(in_file)
     data = np.asarray(img.dataobj, dtype="float32")
     outs = []
