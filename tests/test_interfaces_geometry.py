@@ -8,7 +8,7 @@ import pytest
 from nibabel.affines import voxel_sizes
 from nipype.pipeline import engine as pe
 
-from bmex_wf.image.io import header_image
+from bmex_wf.image.header import header_image
 from bmex_wf.interfaces.geometry import (
     ReorientLPS,
     ResampleToReference,

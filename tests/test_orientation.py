@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
-from bmex_wf.image.io import header_image, load_image
+from bmex_wf.image.header import header_image
+from bmex_wf.image.io import load_image
 from bmex_wf.image.orientation import (
     axcodes,
     from_network_order,

@@ -8,10 +8,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from bmex_wf.image.header import header_image
 from bmex_wf.image.io import (
     ImageError,
     binarize_mask,
-    header_image,
     load_image,
     read_image,
     save_image,

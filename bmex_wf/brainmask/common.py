@@ -24,6 +24,6 @@ def _name(img) -> str:
 
 def mask_image(mask: np.ndarray, reference) -> nib.Nifti1Image:
     """A uint8 NIfTI mask with ``reference``'s affine, header fields and q/s-form codes."""
-    from bmex_wf.image.io import header_image
+    from bmex_wf.image.header import header_image
 
     return header_image(np.asarray(mask, dtype=np.uint8), reference.affine, reference.header)

@@ -20,7 +20,7 @@ from nibabel.orientations import (
     ornt_transform,
 )
 
-from .io import header_image, storable
+from .header import header_image, storable
 
 #: Axis codes of the canonical frame.
 LPS = ("L", "P", "S")

@@ -54,7 +54,8 @@ def _same_grid(img, reference, path, reference_path) -> None:
 
 def _save(data, reference, in_file, suffix, cwd) -> str:
     """Write ``data`` with the reference's geometry as ``<in_file stem><suffix>.nii.gz`` in ``cwd``."""
-    from ..image.io import header_image, save_image
+    from ..image.header import header_image
+    from ..image.io import save_image
 
     out = fname_presuffix(in_file, suffix=suffix, newpath=cwd, use_ext=False) + ".nii.gz"
     save_image(header_image(data, reference.affine, reference.header), out)

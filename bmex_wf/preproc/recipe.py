@@ -47,7 +47,7 @@ class NetworkInput:
 
 
 def _like(data: np.ndarray, img) -> nib.Nifti1Image:
-    from ..image.io import header_image
+    from ..image.header import header_image
 
     return header_image(np.asarray(data), img.affine, img.header)
 
