@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bmex_wf import brainmask as bm
+from bmex_wf.image.morphology import clean_mask, fill_small_holes
 from bmex_wf.brainmask.synthetic_head import synthetic_head
 
 from .conftest import shared_path
@@ -54,7 +55,7 @@ def test_clean_mask_keeps_largest_component_and_fills_holes():
     mask[20, 20, 20] = False
     mask[18:23, 18:23, 18:23] = False  # enclosed cavity
     mask[1:4, 1:4, 1:4] = True         # speck
-    clean = bm.clean_mask(mask)
+    clean = clean_mask(mask)
     assert np.array_equal(clean, _ball())
 
 
@@ -62,7 +63,7 @@ def test_fill_small_holes_fills_single_voxels_only():
     mask = _ball()
     mask[20, 20, 20] = False
     mask[15:17, 20, 20] = False  # two-voxel hole
-    filled = bm.fill_small_holes(mask, max_size=1)
+    filled = fill_small_holes(mask, max_size=1)
     assert filled[20, 20, 20] and not filled[15, 20, 20]
 
 
@@ -148,7 +149,7 @@ def test_auto_choice(tmp_path, no_default_models):
     mask, used = bm.compute_brain_mask(brain)
     assert used == "nonzero"
     assert np.array_equal(np.asanyarray(mask.dataobj) > 0,
-                          bm.clean_mask(np.asanyarray(brain.dataobj) != 0))
+                          clean_mask(np.asanyarray(brain.dataobj) != 0))
     with pytest.raises(bm.BrainMaskError, match="unknown mask source 'skull'"):
         bm.compute_brain_mask(brain, "skull")
 
