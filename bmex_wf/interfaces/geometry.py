@@ -2,7 +2,8 @@
 reorientation and its inverse, and resampling.
 
 Thin wrappers around :mod:`bmex_wf.utils.validation`,
-:mod:`bmex_wf.utils.orientation` and :mod:`bmex_wf.utils.resample`. Outputs are
+:mod:`bmex_wf.utils.orientation` and :mod:`bmex_wf.utils.resample`; reorientation and
+the enhancement grid go through the steps of :mod:`bmex_wf.preproc.recipe`. Outputs are
 written atomically after all computation, so a bad input raises one
 :class:`~bmex_wf.utils.validation.ImageError` naming the file and leaves no
 output file behind.
@@ -97,7 +98,8 @@ class ReorientLPS(SimpleInterface):
     output_spec = _ReorientLPSOutputSpec
 
     def _run_interface(self, runtime):
-        from ..utils.orientation import axcodes, reorient_to_lps
+        from ..preproc.recipe import reorient
+        from ..utils.orientation import axcodes
         from ..utils.validation import read_image
 
         img = read_image(self.inputs.in_file)
@@ -105,7 +107,7 @@ class ReorientLPS(SimpleInterface):
         if axcodes(img) == "LPS" and _is_plain_nifti(self.inputs.in_file):
             self._results["out_file"] = self.inputs.in_file
         else:
-            self._results["out_file"] = _write(reorient_to_lps(img), self.inputs.in_file, "_lps",
+            self._results["out_file"] = _write(reorient(img), self.inputs.in_file, "_lps",
                                                runtime.cwd)
         return runtime
 
@@ -169,11 +171,12 @@ class ResampleToSpacing(SimpleInterface):
     output_spec = _ResampleToSpacingOutputSpec
 
     def _run_interface(self, runtime):
-        from ..utils.resample import resample_centered, resample_to_spacing
+        from ..preproc.recipe import to_network_grid
+        from ..utils.resample import resample_centered
         from ..utils.validation import read_image
 
         img = read_image(self.inputs.in_file)
-        rule = resample_centered if self.inputs.centered else resample_to_spacing
+        rule = resample_centered if self.inputs.centered else to_network_grid
         out = rule(img, self.inputs.spacing, order=self.inputs.order)
         suffix = f"_{self.inputs.spacing:g}mm".replace(".", "p")
         self._results["out_file"] = _write(out, self.inputs.in_file, suffix, runtime.cwd)
