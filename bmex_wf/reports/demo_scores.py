@@ -122,15 +122,18 @@ def find_scores(output_dir, subject: str) -> dict | None:
     return json.loads(found[0].read_text()) if found else None
 
 
+def tissues_text(scores: dict) -> str:
+    """The tissue figures in words: Dice and volumes of GM and WM."""
+    return "; ".join(f"{name} Dice {v['dice']:.3f}, {v['volume_ml']:.0f} mL "
+                     f"(MNI152 {v['reference_volume_ml']:.0f} mL)" for name, v in scores["tissues"].items())
+
+
 def summary_line(scores: dict) -> str:
     """One line of the figures: input -> enhanced image scores, then the tissues."""
     before, after = scores["input"], scores["enhanced"]
-    tissues = "; ".join(f"{name} Dice {v['dice']:.3f}, {v['volume_ml']:.0f} mL "
-                        f"(MNI152 {v['reference_volume_ml']:.0f} mL)"
-                        for name, v in scores["tissues"].items())
     return (f"Distance to the clean MNI152 (input -> enhanced): fitted PSNR "
             f"{before['fitted_psnr_db']:.2f} -> {after['fitted_psnr_db']:.2f} dB, fitted SSIM "
-            f"{before['fitted_ssim']:.4f} -> {after['fitted_ssim']:.4f}; {tissues}")
+            f"{before['fitted_ssim']:.4f} -> {after['fitted_ssim']:.4f}; {tissues_text(scores)}")
 
 
 def report_table(scores: dict) -> dict[str, dict[str, str]]:
