@@ -21,6 +21,18 @@ def shared_path(*parts) -> Path:
     return path
 
 
+def real_crop(tmp_path, subject="0002", size=100) -> str:
+    """A central crop of a test_BIDS image, geometry kept (oblique affine)."""
+    import nibabel as nib
+
+    anat = shared_path("data", "test_BIDS", f"sub-{subject}", "ses-V01", "anat")
+    img = nib.load(next(anat.glob("*.nii.gz")))
+    crop = img.slicer[tuple(slice((n - size) // 2, (n - size) // 2 + size) for n in img.shape)]
+    out = tmp_path / f"sub-{subject}_crop.nii.gz"
+    crop.to_filename(str(out))
+    return str(out)
+
+
 def rotation(degrees: float, axis: int) -> np.ndarray:
     """4x4 affine rotating by ``degrees`` about voxel/world axis ``axis``."""
     c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))

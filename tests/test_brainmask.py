@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from bmex_wf import brainmask as bm
-from bmex_wf.image.morphology import clean_mask, fill_small_holes
 from bmex_wf.brainmask.synthetic_head import synthetic_head
+from bmex_wf.image.morphology import clean_mask, fill_small_holes
 
 from .conftest import shared_path
 

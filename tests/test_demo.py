@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -50,11 +51,40 @@ def test_demo_image_is_a_degraded_skull_stripped_mni152(demo_dataset):
     assert np.corrcoef(data[mask], clean[mask])[0, 1] > 0.8
 
 
+def test_demo_scores_its_run_and_shows_them(tmp_path, capsys, monkeypatch):
+    """After the BIDS App (here a stand-in writing ideal outputs) the demo scores and reports."""
+    from bmex_wf.cli import bids_app
+    from bmex_wf.reports.demo_scores import SCORES_NAME
+
+    from .test_demo_scores import fake_demo_outputs
+
+    def fake_bids_app(args):
+        derivatives = Path(args[1])
+        fake_demo_outputs(derivatives)
+        (derivatives / "sub-01" / "figures").mkdir()
+        (derivatives / "sub-01.html").write_text("<html>first report</html>")
+        return 0
+
+    monkeypatch.setattr(bids_app, "bids_app_main", fake_bids_app)
+    assert demo.main([str(tmp_path / "out")]) == 0
+    report, summary = capsys.readouterr().out.strip().splitlines()[-2:]
+    page = tmp_path / "out" / "derivatives" / "sub-01.html"
+    assert report == f"Report: {page}"
+    assert summary.startswith("Distance to the clean MNI152 (input -> enhanced): fitted PSNR ")
+    assert "GM Dice 1.000" in summary and "WM Dice 1.000" in summary
+    scores = json.loads((tmp_path / "out" / "derivatives" / "sub-01" / "anat" / SCORES_NAME).read_text())
+    assert scores["enhanced"]["fitted_psnr_db"] > scores["input"]["fitted_psnr_db"]
+    assert "Demo: distance to the clean MNI152" in page.read_text()  # the report was rebuilt
+
+
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path, capsys):
     assert demo.main([str(tmp_path / "out"), "--nprocs", "2"]) == 0
-    report = capsys.readouterr().out.strip().splitlines()[-1]
+    report, summary = capsys.readouterr().out.strip().splitlines()[-2:]
     assert report.startswith("Report: ") and report.endswith("sub-01.html")
+    assert summary.startswith("Distance to the clean MNI152")
     derivatives = tmp_path / "out" / "derivatives"
     enhanced = sorted(derivatives.glob("sub-01/anat/*desc-enhanced*_T1w.nii.gz"))
     assert enhanced and nib.load(enhanced[0]).shape == (197, 233, 189)
+    assert (derivatives / "sub-01" / "anat" / "demo_scores.json").is_file()
+    assert "Demo: distance to the clean MNI152" in (derivatives / "sub-01.html").read_text()

@@ -23,7 +23,7 @@ from bmex_wf.interfaces.intensity import (
     TissueSegmentation,
     WindowIntensities,
 )
-from tests.conftest import shared_path
+from tests.conftest import real_crop, shared_path
 
 INTERFACES = (
     WindowIntensities,
@@ -59,16 +59,6 @@ def save(data, path, affine=None, header=None):
     )
     img.to_filename(str(path))
     return str(path)
-
-
-def real_crop(tmp_path, subject="0002", size=100) -> str:
-    """A central crop of a test_BIDS image, geometry kept (oblique affine)."""
-    anat = shared_path("data", "test_BIDS", f"sub-{subject}", "ses-V01", "anat")
-    img = nib.load(next(anat.glob("*.nii.gz")))
-    crop = img.slicer[tuple(slice((n - size) // 2, (n - size) // 2 + size) for n in img.shape)]
-    out = tmp_path / f"sub-{subject}_crop.nii.gz"
-    crop.to_filename(str(out))
-    return str(out)
 
 
 @pytest.mark.parametrize("interface", INTERFACES)

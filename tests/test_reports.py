@@ -22,6 +22,7 @@ from bmex_wf.reports.qc import normalize_qc
 from bmex_wf.workflows.reports import init_report_wf, template_name
 
 from .conftest import shared_path
+from .test_demo_scores import EXAMPLE_SCORES
 from .test_reportlets import QC_RECORD, T1W, write_case
 
 FIGURES = {
@@ -118,6 +119,24 @@ def test_subject_report_is_complete_and_self_contained(out_dir):
     # the assembler left the figures alone (no in-place rewrite)
     assert before == {p.name: (p.stat().st_ino, p.read_bytes()) for p in figures.iterdir()}
     assert [p.name for p in (out_dir / "logs").iterdir() if p.name.startswith(".")] == []
+
+
+def test_subject_report_shows_demo_scores_only_for_a_demo_run(out_dir):
+    from bmex_wf.reports.demo_scores import SCORES_NAME
+
+    title = "Demo: distance to the clean MNI152"
+    assert title not in generate_subject_report(out_dir, "01").read_text()
+    anat = out_dir / "sub-01" / "ses-A" / "anat"
+    anat.mkdir(parents=True)
+    (anat / SCORES_NAME).write_text(json.dumps(EXAMPLE_SCORES))
+    page = generate_subject_report(out_dir, "01")
+    text = page.read_text()
+    assert check_report(page) == []
+    assert text.count(title) >= 1 and 'id="demo-meta"' in text
+    for figure in ("fitted PSNR 21.23 dB, fitted SSIM 0.8123", "fitted PSNR 23.46 dB, fitted SSIM 0.8568",
+                   "Dice 0.712; 650 mL (MNI152: 1080 mL)", "Dice 0.801; 700 mL (MNI152: 632 mL)"):
+        assert figure in text
+    assert text.index('<section id="Demo"') < text.index(title) < text.index('<section id="About"')
 
 
 def test_stock_nireports_template_is_caught_by_the_validator(out_dir):

@@ -4,7 +4,9 @@ Builds a one-subject BIDS dataset from nilearn's bundled MNI152 T1w template
 (skull-stripped with nilearn's MNI152 brain mask, scaled to 0..1000, degraded
 with thick slices, head motion and noise by the training degradations, adult),
 runs the participant level of the BIDS App on it (built-in model unless
-official weights are installed) and prints where the report is.
+official weights are installed), scores the results against the clean MNI152
+(:mod:`bmex_wf.reports.demo_scores`; the subject report shows the figures too) and
+prints where the report is, then the scores.
 """
 
 from __future__ import annotations
@@ -44,20 +46,18 @@ def get_parser() -> argparse.ArgumentParser:
 def demo_image(seed: int = 0):
     """The degraded, skull-stripped MNI152 T1w image (nibabel, int16, 1 mm)."""
     import nibabel as nib
-    from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
 
+    from ..reports.demo_scores import clean_mni152
     from ..training.degradations import degrade
 
-    template = load_mni152_template(resolution=1)
-    mask = np.asarray(load_mni152_brain_mask(resolution=1).dataobj) > 0
-    data = np.asarray(template.get_fdata(), dtype=np.float32) * mask
-    data *= 1000.0 / max(float(data.max()), 1e-6)
-    spacing = float(np.mean(template.header.get_zooms()[:3]))
+    clean, mask = clean_mni152()
+    data = np.asarray(clean.dataobj, dtype=np.float32)
+    spacing = float(np.mean(clean.header.get_zooms()[:3]))
     degraded = degrade(data, DEMO_DEGRADATIONS, seed=seed, spacing_mm=spacing, renormalize=False)
     degraded = np.rint(np.clip(degraded, 0, 32767) * mask).astype(np.int16)
-    img = nib.Nifti1Image(degraded, template.affine)
-    img.set_qform(template.affine, code=1)
-    img.set_sform(template.affine, code=1)
+    img = nib.Nifti1Image(degraded, clean.affine)
+    img.set_qform(clean.affine, code=1)
+    img.set_sform(clean.affine, code=1)
     return img
 
 
@@ -101,13 +101,37 @@ def main(argv=None) -> int:
     if opts.nprocs:
         args += ["--nprocs", str(opts.nprocs)]
     code = bids_app_main(args)
+    scores = None
+    if code == 0:
+        try:
+            scores = score_and_report(out_dir, bids_dir)
+        except (OSError, ValueError) as err:
+            LOGGER.error("Scoring the demo against the clean MNI152 failed: %s", err)
+            code = 1
     reports = sorted(out_dir.glob("sub-*.html"))
     if reports:
-        # The one line the user is looking for goes to stdout.
+        # The lines the user is looking for go to stdout.
         sys.stdout.write(f"Report: {reports[0]}\n")
+        if scores is not None:
+            from ..reports.demo_scores import summary_line
+
+            sys.stdout.write(summary_line(scores) + "\n")
     else:
         LOGGER.error("No report was written under %s (exit code %d)", out_dir, code)
     return code if reports else (code or 1)
+
+
+def score_and_report(out_dir: Path, bids_dir: Path) -> dict:
+    """Score the run against the clean MNI152, write the scores, rebuild the subject report."""
+    from ..reports import generate_subject_report
+    from ..reports.demo_scores import score_demo, write_scores
+
+    scores = score_demo(out_dir, bids_dir)
+    LOGGER.info("Demo scores written to %s", write_scores(scores))
+    configs = sorted((out_dir / "logs").glob("config-*.toml"), key=lambda p: p.stat().st_mtime)
+    run_uuid = configs[-1].stem.removeprefix("config-") if configs else None
+    generate_subject_report(out_dir, SUBJECT, run_uuid=run_uuid)
+    return scores
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 reorientation and its inverse, and resampling.
 
 Thin wrappers around :mod:`bmex_wf.image.io`,
-:mod:`bmex_wf.image.orientation` and :mod:`bmex_wf.image.resample`. Outputs are
+:mod:`bmex_wf.image.orientation` and :mod:`bmex_wf.image.resample`; reorientation and
+the enhancement grid go through the steps of :mod:`bmex_wf.preproc.recipe`. Outputs are
 written atomically after all computation, so a bad input raises one
 :class:`~bmex_wf.image.io.ImageError` naming the file and leaves no
 output file behind.
@@ -98,14 +99,15 @@ class ReorientLPS(SimpleInterface):
 
     def _run_interface(self, runtime):
         from ..image.io import read_image
-        from ..image.orientation import axcodes, reorient_to_lps
+        from ..image.orientation import axcodes
+        from ..preproc.recipe import reorient
 
         img = read_image(self.inputs.in_file)
         self._results["axcodes"] = axcodes(img)
         if axcodes(img) == "LPS" and _is_plain_nifti(self.inputs.in_file):
             self._results["out_file"] = self.inputs.in_file
         else:
-            self._results["out_file"] = _write(reorient_to_lps(img), self.inputs.in_file, "_lps",
+            self._results["out_file"] = _write(reorient(img), self.inputs.in_file, "_lps",
                                                runtime.cwd)
         return runtime
 
@@ -170,10 +172,11 @@ class ResampleToSpacing(SimpleInterface):
 
     def _run_interface(self, runtime):
         from ..image.io import read_image
-        from ..image.resample import resample_centered, resample_to_spacing
+        from ..image.resample import resample_centered
+        from ..preproc.recipe import to_network_grid
 
         img = read_image(self.inputs.in_file)
-        rule = resample_centered if self.inputs.centered else resample_to_spacing
+        rule = resample_centered if self.inputs.centered else to_network_grid
         out = rule(img, self.inputs.spacing, order=self.inputs.order)
         suffix = f"_{self.inputs.spacing:g}mm".replace(".", "p")
         self._results["out_file"] = _write(out, self.inputs.in_file, suffix, runtime.cwd)

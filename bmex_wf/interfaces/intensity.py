@@ -1,6 +1,9 @@
 """Nipype interfaces for the intensity steps: windowing, N4, histogram matching,
 skull add-back, quality index and tissue segmentation outputs.
 
+Windowing, N4 and histogram matching run the step functions of
+:mod:`bmex_wf.preproc.recipe`, the recipe training uses too.
+
 Each interface reads its inputs, computes everything, then writes its outputs
 atomically, so a bad input gives one :class:`~bmex_wf.image.io.ImageError`
 naming the file and leaves no output file behind.
@@ -62,6 +65,13 @@ def _save(data, reference, in_file, suffix, cwd) -> str:
     return out
 
 
+def _data(img):
+    """The array of an image made by a :mod:`bmex_wf.preproc.recipe` step."""
+    import numpy as np
+
+    return np.asanyarray(img.dataobj)
+
+
 def _as_image_error(path, exc: ValueError):
     """ImageError ``"<path>: <problem>"`` from a ValueError raised by a utility function."""
     from ..image.io import ImageError
@@ -100,21 +110,21 @@ class WindowIntensities(SimpleInterface):
     output_spec = _WindowIntensitiesOutputSpec
 
     def _run_interface(self, runtime):
-        import numpy as np
-
-        from ..preproc.intensity import window_intensities
+        from ..preproc.recipe import window
 
         img = _read(self.inputs.in_file, validate=True)
         try:
-            data = window_intensities(
-                np.asanyarray(img.dataobj),
+            out = window(
+                img,
                 self.inputs.lower_percentile,
                 self.inputs.upper_percentile,
                 self.inputs.out_max,
             )
         except ValueError as exc:
             raise _as_image_error(self.inputs.in_file, exc) from None
-        self._results["out_file"] = _save(data, img, self.inputs.in_file, "_windowed", runtime.cwd)
+        self._results["out_file"] = _save(
+            _data(out), img, self.inputs.in_file, "_windowed", runtime.cwd
+        )
         return runtime
 
 
@@ -148,14 +158,12 @@ class N4BiasCorrection(SimpleInterface):
     output_spec = _N4BiasCorrectionOutputSpec
 
     def _run_interface(self, runtime):
-        import numpy as np
-
-        from ..preproc.n4 import n4_bias_correct
+        from ..preproc.recipe import correct_bias
 
         img = _read(self.inputs.in_file)
         mask = _read_mask(self.inputs.in_mask, img) if isdefined(self.inputs.in_mask) else None
         try:
-            out = n4_bias_correct(
+            out = correct_bias(
                 img,
                 mask=mask,
                 shrink_factor=self.inputs.shrink_factor,
@@ -164,9 +172,7 @@ class N4BiasCorrection(SimpleInterface):
             )
         except ValueError as exc:
             raise _as_image_error(self.inputs.in_file, exc) from None
-        self._results["out_file"] = _save(
-            np.asanyarray(out.dataobj), img, self.inputs.in_file, "_n4", runtime.cwd
-        )
+        self._results["out_file"] = _save(_data(out), img, self.inputs.in_file, "_n4", runtime.cwd)
         return runtime
 
 
@@ -203,12 +209,11 @@ class HistogramMatch(SimpleInterface):
         import json
         from pathlib import Path
 
-        import numpy as np
+        from ..preproc.intensity import LandmarksError
+        from ..preproc.recipe import match_template
 
-        from ..preproc.intensity import LandmarksError, match_histogram, template_landmarks
-
+        reference = None  # the template's stored landmarks, looked up by match_template
         if isdefined(self.inputs.template):
-            reference = template_landmarks(self.inputs.template)
             source_name = self.inputs.template
         else:
             try:
@@ -219,27 +224,22 @@ class HistogramMatch(SimpleInterface):
                 ) from None
             source_name = str(self.inputs.landmarks_file)
         img = _read(self.inputs.in_file)
-        data = np.asanyarray(img.dataobj)
         try:
-            matched, source = match_histogram(
-                data, reference, self.inputs.levels, self.inputs.match_points, return_landmarks=True
+            matched, record = match_template(
+                img, source_name, reference, self.inputs.levels, self.inputs.match_points
             )
-        except LandmarksError as exc:  # the reference does not fit the settings
+        except LandmarksError as exc:  # unknown template, or a reference unfit for the settings
             raise (
                 _as_image_error(source_name, exc) if isdefined(self.inputs.landmarks_file) else exc
             ) from None
         except ValueError as exc:
             raise _as_image_error(self.inputs.in_file, exc) from None
         self._results["out_file"] = _save(
-            matched, img, self.inputs.in_file, "_histmatch", runtime.cwd
+            _data(matched), img, self.inputs.in_file, "_histmatch", runtime.cwd
         )
-        record = Path(runtime.cwd) / "histogram_landmarks.json"
-        record.write_text(
-            json.dumps(
-                {"reference_name": source_name, "reference": reference, "source": source}, indent=1
-            )
-        )
-        self._results["out_landmarks"] = str(record)
+        landmarks = Path(runtime.cwd) / "histogram_landmarks.json"
+        landmarks.write_text(json.dumps(record, indent=1))
+        self._results["out_landmarks"] = str(landmarks)
         return runtime
 
 

@@ -96,12 +96,21 @@ def to_network_grid(img, voxel_mm: float, order: int = 1) -> nib.Nifti1Image:
     return resample_to_spacing(img, voxel_mm, order=order)
 
 
-def match_template(img, template: str) -> tuple[nib.Nifti1Image, dict]:
-    """Histogram-matched to the stored landmarks of ``template``; returns (image, landmarks)."""
-    from .intensity import match_histogram, template_landmarks
+def match_template(img, template: str, reference: dict | None = None, levels: int | None = None,
+                   match_points: int | None = None) -> tuple[nib.Nifti1Image, dict]:
+    """Histogram-matched to the stored landmarks of ``template``; returns (image, landmarks).
 
-    reference = template_landmarks(template)
-    matched, source = match_histogram(np.asanyarray(img.dataobj), reference, return_landmarks=True)
+    ``reference`` (landmarks read elsewhere) replaces the stored ones, ``template`` then only
+    names them; ``levels`` and ``match_points`` default to the release's settings.
+    """
+    from .intensity import HISTOGRAM_LEVELS, MATCH_POINTS, match_histogram, template_landmarks
+
+    if reference is None:
+        reference = template_landmarks(template)
+    matched, source = match_histogram(np.asanyarray(img.dataobj), reference,
+                                      HISTOGRAM_LEVELS if levels is None else levels,
+                                      MATCH_POINTS if match_points is None else match_points,
+                                      return_landmarks=True)
     return _like(matched, img), {"reference_name": template, "reference": reference, "source": source}
 
 

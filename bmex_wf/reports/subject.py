@@ -12,6 +12,7 @@ from typing import Any
 
 from .. import __version__
 from ..bids.derivatives import atomic_write_text
+from .demo_scores import find_scores, report_table
 from .paths import (
     figures_dir,
     report_template,
@@ -41,6 +42,30 @@ def _summary_metadata(subject: str, figures: Path) -> dict[str, Any]:
         images[path.name.replace("_desc-summary", "").rsplit(".", 1)[0]] = (
             f"QI {qi:.4f}" if isinstance(qi, (int, float)) else "QI n/a")
     return {"Summary": {"Participant": subject, "Images processed": len(summaries), **images}}
+
+
+def _spec_for(spec: Path, metadata: dict[str, Any], folder: Path) -> Path:
+    """``spec`` without the metadata reportlets whose metadata is absent, nor sections left empty.
+
+    The copy is written to ``folder``; e.g. the demo section is there only for a demo run.
+    """
+    import yaml
+
+    def present(reportlet: dict) -> bool:
+        wanted = reportlet.get("metadata")
+        return (not wanted or isinstance(wanted, dict)
+                or reportlet.get("settings", {}).get("id") in metadata)
+
+    settings = yaml.safe_load(spec.read_text())
+    sections = []
+    for section in settings["sections"]:
+        reportlets = [r for r in section["reportlets"] if present(r)]
+        if reportlets:
+            sections.append({**section, "reportlets": reportlets})
+    out = folder / spec.name
+    out.write_text(yaml.safe_dump({**settings, "sections": sections}, sort_keys=False, width=1000,
+                                  allow_unicode=True))
+    return out
 
 
 def _subject_crash_files(logs_dir: Path, label: str, dest: Path) -> list[Path]:
@@ -95,6 +120,10 @@ def generate_subject_report(output_dir: str | Path, subject: str, *,
         **({"Command": f"<code>{html.escape(command)}</code>"} if command else {}),
     }}
     final = subject_report(output_dir, label)
+    metadata = {"summary-meta": _summary_metadata(label, figures), "provenance-meta": provenance}
+    demo = find_scores(output_dir, label)
+    if demo is not None:
+        metadata["demo-meta"] = report_table(demo)
     logs_dir = output_dir / "logs"
     logs_dir.mkdir(exist_ok=True)
     # nireports shows crash files by their path below OUTPUT_DIR: this participant's are
@@ -105,12 +134,11 @@ def generate_subject_report(output_dir: str | Path, subject: str, *,
         robj = Report(
             output_dir,
             run_uuid,
-            bootstrap_file=Path(spec) if spec else reports_spec(),
+            bootstrap_file=_spec_for(Path(spec) if spec else reports_spec(), metadata, Path(tmp)),
             out_filename=str(Path(tmp) / final.name),
             reportlets_dir=output_dir,
             plugins=[],
-            metadata={"summary-meta": _summary_metadata(label, figures),
-                      "provenance-meta": provenance, "crash_dir": crash_dir},
+            metadata={**metadata, "crash_dir": crash_dir},
             subject=label,
         )
         robj.template_path = report_template()

@@ -125,6 +125,7 @@ def init_bmex_wf(
                         name="brainmask", n_procs=omp_nthreads)
     if models_dir:
         brainmask.inputs.models_dir = models_dir
+    # data * (mask > 0.5): recipe.apply_mask's result for BrainMask's binary masks
     mask_head = pe.Node(ApplyMask(), name="mask_head")
     to_grid = pe.Node(ResampleToSpacing(spacing=model.entry.voxel_mm, order=1), name="to_grid")
     mask_to_grid = pe.Node(ResampleToSpacing(spacing=model.entry.voxel_mm, order=0),
