@@ -37,7 +37,7 @@ RUN set -eu; \
     /opt/venv/bin/pip install --extra-index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"; \
     /opt/venv/bin/pip install /src; \
     /opt/venv/bin/bmex-wf --version; \
-    /opt/venv/bin/python -c "import bmex_wf.cli.bids_app, bmex_wf.utils.bids, bmex_wf.workflows.participant"
+    /opt/venv/bin/python -c "import bmex_wf.cli.participant, bmex_wf.bids.inputs, bmex_wf.workflows.participant"
 
 # ---------------------------------------------------------------- runtime stage
 FROM ${BASE_IMAGE}

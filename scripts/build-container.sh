@@ -75,6 +75,6 @@ trap 'buildah "${STORAGE[@]}" rm "$ctr" >/dev/null; cleanup' EXIT
 buildah "${STORAGE[@]}" run --isolation chroot "$ctr" -- bmex-wf --version
 buildah "${STORAGE[@]}" run --isolation chroot "$ctr" -- bmex-wf models
 buildah "${STORAGE[@]}" run --isolation chroot "$ctr" -- python3 -c \
-    "import bmex_wf.utils.bids, bmex_wf.workflows.participant, bmex_wf.interfaces.bids"
+    "import bmex_wf.bids.inputs, bmex_wf.workflows.participant, bmex_wf.interfaces.bids"
 buildah "${STORAGE[@]}" run --isolation chroot "$ctr" -- id -un | grep -qx bmex
 log "done: $TAG (bmex-wf --version and bmex-wf models ran inside the image)"

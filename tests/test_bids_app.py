@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from bmex_wf.bids.derivatives import OUTPUT_KEYS, derivative_names
-from bmex_wf.cli import bids_app
+from bmex_wf.cli import group as cli_group
+from bmex_wf.cli import parser, reporting
 from bmex_wf.cli.run import main as cli_main
 
 
@@ -86,20 +87,32 @@ def _fake_init_bmex_wf(fail_on=None):
     return init_bmex_wf
 
 
+def _without_model(factory):
+    """The stand-in for ``init_bmex_model_wf``: the resolved model is not needed."""
+    return lambda *, model, **kwargs: factory(**kwargs)
+
+
+def _fake_base_module(factory):
+    """A ``bmex_wf.workflows.base`` stand-in module with both factories."""
+    module = types.ModuleType("bmex_wf.workflows.base")
+    module.init_bmex_wf, module.init_bmex_model_wf = factory, _without_model(factory)
+    return module
+
+
 @pytest.fixture
 def fake_base(monkeypatch):
     """Install the stand-in as ``bmex_wf.workflows.base``; returns a setter for failures."""
     from bmex_wf.workflows import participant
 
-    module = types.ModuleType("bmex_wf.workflows.base")
-    module.init_bmex_wf = _fake_init_bmex_wf()
+    module = _fake_base_module(_fake_init_bmex_wf())
     monkeypatch.setitem(sys.modules, "bmex_wf.workflows.base", module)
     monkeypatch.setattr(participant, "_add_reports", lambda *args: None)
     monkeypatch.setattr(participant, "_add_volumes", lambda *args: None)
-    monkeypatch.setattr(bids_app, "subject_reports", lambda cfg, subjects: {})
+    monkeypatch.setattr(reporting, "subject_reports", lambda cfg, subjects: {})
 
     def fail_on(pattern):
         module.init_bmex_wf = _fake_init_bmex_wf(pattern)
+        module.init_bmex_model_wf = _without_model(module.init_bmex_wf)
 
     return fail_on
 
@@ -262,7 +275,7 @@ def test_group_failures_from_summaries(tmp_path):
     import os
 
     os.utime(logs / "summary-a.tsv", (1, 1))
-    failures = bids_app._failures_from_summaries(logs)
+    failures = cli_group.failures_from_summaries(logs)
     assert failures == [{"subject": "01", "session": "1", "contrast": "T1w",
                          "source": "sub-01_ses-1_T1w", "error": "boom", "status": "failed"}]
 
@@ -272,7 +285,7 @@ def test_build_config_plugin_defaults(small_bids, tmp_path, models):
 
     opts = parse_args([str(small_bids), str(tmp_path / "o"), "participant", "--nprocs", "3",
                        "--mem-gb", "5", "--device", "cpu"])
-    cfg = bids_app.build_config(opts)
+    cfg = parser.build_config(opts)
     assert (cfg.plugin, cfg.plugin_args["n_procs"], cfg.plugin_args["memory_gb"]) == ("MultiProc", 3, 5.0)
     assert cfg.plugin_args["mp_context"] == "forkserver"
     assert cfg.use_gpu is False and cfg.omp_nthreads == 3 and cfg.work_dir == Path.cwd() / "work"
@@ -280,24 +293,8 @@ def test_build_config_plugin_defaults(small_bids, tmp_path, models):
     plugin.write_text("plugin: MultiProc\nplugin_args: {n_procs: 1}\n")
     opts = parse_args([str(small_bids), str(tmp_path / "o"), "participant", "--use-plugin", str(plugin),
                        "--nprocs", "4", "--device", "cuda"])
-    cfg = bids_app.build_config(opts)
+    cfg = parser.build_config(opts)
     assert cfg.plugin_args["n_procs"] == 1 and cfg.use_gpu is True
-
-
-def test_gpu_request_only_for_gpu_nodes(fake_base):
-    from nipype.interfaces import utility as niu
-    from nipype.pipeline import engine as pe
-
-    from bmex_wf.workflows.participant import request_gpu
-
-    wf = pe.Workflow(name="w")
-    gpu = pe.Node(niu.IdentityInterface(fields=["use_gpu"]), name="gpu")
-    gpu.inputs.use_gpu = True
-    cpu = pe.Node(niu.IdentityInterface(fields=["use_gpu"]), name="cpu")
-    cpu.inputs.use_gpu = False
-    wf.add_nodes([gpu, cpu])
-    assert request_gpu(wf) == ["w.gpu"]
-    assert gpu.plugin_args["sbatch_args"] == "--gres=gpu:1" and not cpu.plugin_args
 
 
 # --------------------------------------------------------------------------- real workflow

@@ -53,7 +53,7 @@ def test_demo_image_is_a_degraded_skull_stripped_mni152(demo_dataset):
 
 def test_demo_scores_its_run_and_shows_them(tmp_path, capsys, monkeypatch):
     """After the BIDS App (here a stand-in writing ideal outputs) the demo scores and reports."""
-    from bmex_wf.cli import bids_app
+    from bmex_wf.cli import participant
     from bmex_wf.reports.demo_scores import SCORES_NAME
 
     from .test_demo_scores import fake_demo_outputs
@@ -65,7 +65,7 @@ def test_demo_scores_its_run_and_shows_them(tmp_path, capsys, monkeypatch):
         (derivatives / "sub-01.html").write_text("<html>first report</html>")
         return 0
 
-    monkeypatch.setattr(bids_app, "bids_app_main", fake_bids_app)
+    monkeypatch.setattr(participant, "bids_app_main", fake_bids_app)
     assert demo.main([str(tmp_path / "out")]) == 0
     report, summary = capsys.readouterr().out.strip().splitlines()[-2:]
     page = tmp_path / "out" / "derivatives" / "sub-01.html"

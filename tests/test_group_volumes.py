@@ -26,7 +26,7 @@ VOLUMES_A = {
 }
 
 
-def _summary(out, subject, session, contrast, qi):
+def log_summary(out, subject, session, contrast, qi):
     record = {"QI": qi, "TCTBefore": 1.0, "TCTAfter": 1.0 / qi, "Contrast": contrast,
               "AgeMonths": 30.0, "AgeGroup": "Month24", "MaskSource": "nonzero",
               "Model": {"path": "/m/bmex-builtin-enhance.pt", "builtin": True}}
@@ -44,12 +44,12 @@ def _summary(out, subject, session, contrast, qi):
 def out_dir(tmp_path):
     """Three images: volumes of all methods, network only, and none."""
     out = tmp_path / "out"
-    anat, src = _summary(out, "01", "A", "T1w", 0.9)
+    anat, src = log_summary(out, "01", "A", "T1w", 0.9)
     (anat / f"{src}_desc-volumes_morph.tsv").write_text(volumes_table(VOLUMES_A))
-    anat, src = _summary(out, "02", "A", "T2w", 1.1)
+    anat, src = log_summary(out, "02", "A", "T2w", 1.1)
     (anat / f"{src}_desc-volumes_morph.tsv").write_text(
         volumes_table({"bmex": {"CSF": 50.0, "GM": 60.0, "WM": 40.0, "brain": 150.0}}))
-    _summary(out, "03", "A", "T1w", 1.0)
+    log_summary(out, "03", "A", "T1w", 1.0)
     return out
 
 
@@ -80,7 +80,7 @@ def test_group_tsv_gains_volume_columns(out_dir):
 
 def test_page_without_volumes_keeps_its_columns(tmp_path):
     out = tmp_path / "out"
-    _summary(out, "01", "A", "T1w", 0.9)
+    log_summary(out, "01", "A", "T1w", 0.9)
     tsv, page = run_group_level(out, failures=[])
     assert all(value == "n/a" for key, value in _read(tsv)["01"].items()
                if key in VOLUME_COLUMNS)

@@ -20,18 +20,16 @@ import numpy as np
 from bmex_wf.bids.derivatives import derivative_names
 
 CHILD = r'''
-import sys, types
+import sys
 sys.path.insert(0, {root!r})
 from tests import test_bids_app as t
 from bmex_wf.workflows import participant
-from bmex_wf.cli import bids_app
+from bmex_wf.cli import reporting
 
-module = types.ModuleType("bmex_wf.workflows.base")
-module.init_bmex_wf = t._fake_init_bmex_wf()
-sys.modules["bmex_wf.workflows.base"] = module
+sys.modules["bmex_wf.workflows.base"] = t._fake_base_module(t._fake_init_bmex_wf())
 participant._add_reports = lambda *a: None
 participant._add_volumes = lambda *a: None
-bids_app.subject_reports = lambda cfg, subjects: {{}}
+reporting.subject_reports = lambda cfg, subjects: {{}}
 if __name__ == "__main__":  # the forkserver imports this file again: run once
     from bmex_wf.cli.run import main
     sys.exit(main(sys.argv[1:]))

@@ -10,7 +10,8 @@ import nibabel as nb
 import numpy as np
 import pytest
 
-from bmex_wf.cli import bids_app
+from bmex_wf.cli import parser as cli_parser
+from bmex_wf.cli import workflow as cli_workflow
 from bmex_wf.cli.config import RunConfig
 from bmex_wf.cli.parser import parse_args
 from bmex_wf.spaces.templateflow import OutputSpace
@@ -36,7 +37,7 @@ def test_parser_output_spaces_and_config_round_trip(tmp_path):
                        "MNI152NLin2009cAsym:res-2"])
     assert opts.output_spaces == [OutputSpace("MNIInfant"), OutputSpace("UNCInfant", "2"),
                                   OutputSpace("MNI152NLin2009cAsym", None, 2)]
-    cfg = bids_app.build_config(opts)
+    cfg = cli_parser.build_config(opts)
     assert cfg.output_spaces == ["MNIInfant", "UNCInfant:cohort-2", "MNI152NLin2009cAsym:res-2"]
     path = cfg.write(tmp_path / "config.toml")
     assert 'output_spaces = [ "MNIInfant",' in path.read_text().replace("\n", " ") or \
@@ -194,11 +195,11 @@ def test_cli_builds_registration_nodes(local_tf, bids_dir, small_models, tmp_pat
                        str(tmp_path / "work"), "--participant-label", "0002", "0009",
                        "--models-dir", str(small_models), "--device", "cpu",
                        "--output-spaces", TEMPLATE, "--skip-bids-validation", "--sloppy"])
-    cfg = bids_app.build_config(opts)
+    cfg = cli_parser.build_config(opts)
     assert cfg.to_dict()["workflow"]["sloppy"] is True
     outcomes = {}
-    jobs = bids_app.plan_jobs(cfg, outcomes)
-    workflow, built = bids_app.build_workflow(cfg, jobs, outcomes)
+    jobs = cli_workflow.plan_jobs(cfg, outcomes)
+    workflow, built = cli_workflow.build_workflow(cfg, jobs, outcomes)
     assert len(built) == 2
     names = _node_names(workflow)
     assert any(n.endswith(f"sub_0002_ses_V01_T1w_wf.ds_reg_{TEMPLATE}_wf") for n in names)
@@ -206,7 +207,7 @@ def test_cli_builds_registration_nodes(local_tf, bids_dir, small_models, tmp_pat
     register = workflow.get_node(f"sub_0002_wf.sub_0002_ses_V01_T1w_wf.reg_{TEMPLATE}_wf."
                                  "register")
     assert (register.inputs.iterations, register.inputs.spacing_mm) == ("quick", 2.0)
-    assert "[@templateflow]" in bids_app.citation_text(workflow)
+    assert "[@templateflow]" in cli_workflow.citation_text(workflow)
 
 
 def test_missing_template_fails_the_build_clearly(tmp_path, bids_dir, small_models,
@@ -217,9 +218,9 @@ def test_missing_template_fails_the_build_clearly(tmp_path, bids_dir, small_mode
                        str(tmp_path / "work"), "--participant-label", "0002",
                        "--models-dir", str(small_models), "--device", "cpu",
                        "--output-spaces", TEMPLATE, "--skip-bids-validation"])
-    cfg = bids_app.build_config(opts)
+    cfg = cli_parser.build_config(opts)
     outcomes = {}
-    _, built = bids_app.build_workflow(cfg, bids_app.plan_jobs(cfg, outcomes), outcomes)
+    _, built = cli_workflow.build_workflow(cfg, cli_workflow.plan_jobs(cfg, outcomes), outcomes)
     assert built == []
     reason = outcomes["sub-0002/ses-V01/anat/sub-0002_ses-V01_T1w.nii.gz"].reason
     assert f"TemplateFlow template {TEMPLATE} is not available" in reason

@@ -195,11 +195,11 @@ def test_enhance_parser(tmp_path, capsys):
 
 
 def test_dispatch_subcommands(dirs, monkeypatch):
-    from bmex_wf.cli import bids_app, run
+    from bmex_wf.cli import enhance, participant, run
 
     calls = []
-    monkeypatch.setattr(bids_app, "bids_app_main", lambda argv: calls.append(("app", argv)) or 0)
-    monkeypatch.setattr(bids_app, "subcommand_main", lambda name, argv: calls.append((name, argv)) or 0)
+    monkeypatch.setattr(participant, "bids_app_main", lambda argv: calls.append(("app", argv)) or 0)
+    monkeypatch.setattr(enhance, "enhance_main", lambda argv: calls.append(("enhance", argv)) or 0)
     run.main(["enhance", "x"])
     run.main(["enhancer", "y", "participant"])
     assert calls == [("enhance", ["x"]), ("app", ["enhancer", "y", "participant"])]

@@ -199,7 +199,7 @@ def test_other_plugins_untouched():
 
 def test_bids_app_build_adds_requests(tmp_path, monkeypatch):
     """The app's workflow gets the per-node requests of the plugin file."""
-    from bmex_wf.cli import bids_app
+    from bmex_wf.cli import workflow as cli_workflow
 
     seen = {}
 
@@ -213,7 +213,7 @@ def test_bids_app_build_adds_requests(tmp_path, monkeypatch):
                            "tiling": "fast", "precision": "auto", "device": "cpu",
                            "plugin": "SLURM", "plugin_args": {}, "output_spaces": [],
                            "sloppy": False})()
-    bids_app.build_workflow(cfg, [], {})
+    cli_workflow.build_workflow(cfg, [], {})
     assert seen == {"plugin": "SLURM", "gpu": False}
 
 

@@ -55,14 +55,18 @@ def image_and_mask(tmp_path_factory):
 def test_workflow_nodes_feed_enhance_the_recipe_input(image_and_mask, tmp_path):
     image, mask = image_and_mask
     wf = init_bmex_wf(age_months=24, contrast="T1w", mask_source="precomputed")
-    outputs = run_up_to(wf, "enhance", {"in_file": image, "in_mask": mask}, tmp_path)
+    feeds = {(u.name, v.name): d["connect"] for u, v, d in wf._graph.edges(data=True)}
+    assert ("outputnode.network_input", "inputnode.in_file") in feeds["preproc_wf", "enhance_wf"]
+    assert ("outputnode.grid_mask", "inputnode.in_mask") in feeds["preproc_wf", "enhance_wf"]
+    pre = wf.get_node("preproc_wf")
+    outputs = run_up_to(pre, "outputnode", {"in_file": image, "in_mask": mask}, tmp_path)
     assert {"reorient", "window", "n4_head", "mask_head", "n4_brain", "to_grid",
             "mask_to_grid", "match_template"} <= set(outputs)
 
     img = load_image(image)
-    n4 = wf.get_node("n4_head")
-    expected = network_input(img, wf.get_node("match_template").inputs.template,
-                             wf.get_node("to_grid").inputs.spacing,
+    n4 = pre.get_node("n4_head")
+    expected = network_input(img, pre.get_node("match_template").inputs.template,
+                             pre.get_node("to_grid").inputs.spacing,
                              mask=validate_mask(mask, img), bias_correction=n4 is not None,
                              num_threads=n4.inputs.num_threads if n4 else None)
 

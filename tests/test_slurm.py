@@ -186,7 +186,7 @@ def test_slurmgraph_matches_multiproc(cluster, crop_bids, small_models, tmp_path
     assert len(enhance) == len(SUBJECTS) and all("mem=4G" in t for t in enhance), enhance
     others = [records[i]["tres"] for i, name, _ in jobs if name.endswith("_validate")]
     assert others and all("mem=1G" in t and "cpu=1" in t for t in others), others
-    assert "--gres" not in (tmp_path / "work-slurm" / "bmex_wf" / "batch" /
+    assert "--gres" not in (tmp_path / "work-slurm" / "bmex_participant_wf" / "batch" /
                             "submit_jobs.sh").read_text()
 
     multiproc = tmp_path / "multiproc.yml"

@@ -117,9 +117,9 @@ def test_fetal_workflow_uses_fetal_model_and_grid(small_models):
 
     wf = init_bmex_wf(age_months=-3, contrast="T2w", models_dir=str(small_models))
     assert wf.get_node("outputnode").inputs.age_group == "Fetal"
-    assert wf.get_node("to_grid").inputs.spacing == 0.75
-    assert wf.get_node("enhance").inputs.model_file.endswith("BMEX-Fetal-T2-model.pt")
-    assert wf.get_node("match_template").inputs.template == "Template-Fetal-T2w"
+    assert wf.get_node("preproc_wf.to_grid").inputs.spacing == 0.75
+    assert wf.get_node("enhance_wf.enhance").inputs.model_file.endswith("BMEX-Fetal-T2-model.pt")
+    assert wf.get_node("preproc_wf.match_template").inputs.template == "Template-Fetal-T2w"
     assert "BME-X [@bmex]" in wf.visit_desc()
 
 

@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     build_demo_dataset(bids_dir, opts.seed)
     if opts.build_only:
         return 0
-    from .bids_app import bids_app_main
+    from .participant import bids_app_main
 
     args = [str(bids_dir), str(out_dir), "participant", "-w", str(opts.output_dir / "work"),
             "--brain-mask-source", "nonzero"]

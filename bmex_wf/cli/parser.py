@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import re
 from functools import partial
 from pathlib import Path
@@ -10,11 +12,14 @@ from pathlib import Path
 from .. import __version__
 from ..execution.plugins import load_plugin_file
 from ..labels import CONTRASTS, MASK_SOURCES
+from .config import RunConfig, load_settings
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 TILINGS = ("fast", "upstream")
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
+
+LOGGER = logging.getLogger("bmex_wf.cli")
 
 
 # --------------------------------------------------------------------------- validators
@@ -251,8 +256,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = get_parser()
     opts = parser.parse_args(argv)
     if opts.config_file:
-        from .config import load_settings
-
         try:
             settings = load_settings(opts.config_file)
         except ValueError as exc:
@@ -264,9 +267,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                "config_file")}
         parser.set_defaults(**defaults)
         opts = parser.parse_args(argv)
-        for key in ("use_gpu", "run_uuid"):
-            if key in settings:
-                setattr(opts, f"loaded_{key}", settings[key])
+        if "run_uuid" in settings:
+            opts.loaded_run_uuid = settings["run_uuid"]
     _check(parser, opts)
     return opts
 
@@ -321,3 +323,49 @@ def parse_enhance_args(argv=None) -> argparse.Namespace:
     elif opts.brain_mask_source == "precomputed":
         parser.error("--brain-mask-source precomputed needs --mask")
     return opts
+
+
+# --------------------------------------------------------------------------- resolution
+def resolve_use_gpu(device: str) -> bool:
+    """``--device`` -> ``use_gpu``, decided once; ``cpu`` never probes for a GPU."""
+    if device == "cpu":
+        return False
+    import torch
+
+    available = torch.cuda.is_available()
+    if device == "cuda" and not available:
+        LOGGER.warning("--device cuda: no CUDA device on this machine; the enhancement nodes "
+                       "will need one where they run")
+    return True if device == "cuda" else available
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def build_config(opts) -> RunConfig:
+    """Resolve command-line options into a :class:`RunConfig`."""
+    cfg = RunConfig.from_namespace(opts)
+    if getattr(opts, "loaded_run_uuid", None):
+        LOGGER.info("Options reloaded from %s (earlier run %s)", opts.config_file,
+                    opts.loaded_run_uuid)
+    cfg.work_dir = Path(opts.work_dir or Path.cwd() / "work").absolute()
+    cfg.nprocs = cfg.nprocs or _cpu_count()
+    cfg.omp_nthreads = cfg.omp_nthreads or min(8, cfg.nprocs)
+    cfg.use_gpu = resolve_use_gpu(cfg.device)
+    if cfg.use_plugin:
+        cfg.plugin, cfg.plugin_args = load_plugin_file(cfg.use_plugin)
+    else:
+        cfg.plugin, cfg.plugin_args = "MultiProc", {}
+    if cfg.plugin in ("MultiProc", "LegacyMultiProc"):
+        cfg.plugin_args.setdefault("n_procs", cfg.nprocs)
+        if cfg.mem_gb:
+            cfg.plugin_args.setdefault("memory_gb", cfg.mem_gb)
+        cfg.plugin_args.setdefault("raise_insufficient", False)
+        cfg.plugin_args.setdefault("maxtasksperchild", 1)
+        # Forked workers can deadlock in PyTorch/OpenMP state inherited from this process.
+        cfg.plugin_args.setdefault("mp_context", "forkserver")
+    return cfg

@@ -1,4 +1,4 @@
-"""The ``bmex-wf`` console script: dispatch subcommands or run the BIDS App."""
+"""The ``bmex-wf`` console script: dispatch a subcommand, or run the BIDS App (:mod:`.participant`)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,7 @@ def _subcommand_main(name: str):
     elif name == "train":
         from ..training.cli import main
     else:
-        from .bids_app import subcommand_main
-
-        return lambda argv: subcommand_main(name, argv)
+        from .enhance import enhance_main as main
     return main
 
 
@@ -30,7 +28,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     if argv and argv[0] in SUBCOMMANDS:
         return _subcommand_main(argv[0])(argv[1:])
-    from .bids_app import bids_app_main
+    from .participant import bids_app_main
 
     return bids_app_main(argv)
 

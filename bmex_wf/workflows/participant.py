@@ -12,6 +12,7 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from ..age import AgeInfo, age_group
 from ..interfaces.bids import BMEXDerivativesSink, BMEXSpaceSink, BMEXVolumesSink
+from ..models.registry import ResolvedModel, resolve_enhance_model
 from ..spaces.templateflow import OutputSpace, resolve_space
 
 #: Outputnode fields of ``init_bmex_wf`` written by the sink (same names on both sides).
@@ -35,6 +36,8 @@ class ImageJob:
         BIDS labels (``None`` outside a dataset).
     mask : Path or None
         A precomputed brain mask for this image.
+    model : ResolvedModel or None
+        The enhancement model chosen when the run was planned (None: resolved at build time).
     """
 
     path: Path
@@ -43,6 +46,7 @@ class ImageJob:
     subject: str | None = None
     session: str | None = None
     mask: Path | None = None
+    model: ResolvedModel | None = None
 
     @property
     def name(self) -> str:
@@ -61,23 +65,6 @@ class ImageJob:
                 "Fetal": self.age.fetal, "AgeGroup": self.group}
 
 
-def request_gpu(workflow, sbatch_args: str = "--gres=gpu:1") -> list[str]:
-    """Ask cluster plugins for a GPU for every node whose ``use_gpu`` input is on.
-
-    Returns the names of the nodes changed. MultiProc counts these nodes against
-    ``n_gpu_procs`` by itself; SLURM/SLURMGraph read ``plugin_args['sbatch_args']``.
-    """
-    changed = []
-    for node in workflow._get_all_nodes():
-        if getattr(node.inputs, "use_gpu", False) is True:
-            args = dict(node.plugin_args or {})
-            args["sbatch_args"] = f"{args.get('sbatch_args', '')} {sbatch_args}".strip()
-            args.setdefault("overwrite", False)
-            node.plugin_args = args
-            changed.append(node.fullname)
-    return changed
-
-
 def init_image_wf(*, job: ImageJob, output_dir: Path, bids_dir: Path | None = None,
                   models_dir: Path | None = None, mask_source: str = "auto",
                   use_gpu: bool = False, omp_nthreads: int = 1, tiling: str = "fast",
@@ -91,11 +78,12 @@ def init_image_wf(*, job: ImageJob, output_dir: Path, bids_dir: Path | None = No
     its keyword arguments (``transform``, ``iterations``, ``spacing_mm``, ``seed``).
     ``volumes`` adds the tissue-volume table (``desc-volumes_morph.tsv``).
     """
-    from .base import init_bmex_wf
+    from .base import init_bmex_model_wf
 
     workflow = Workflow(name=name or f"{job.name}_wf")
-    bmex_wf = init_bmex_wf(
-        age_months=job.age.workflow_months, contrast=job.contrast,
+    model = job.model or resolve_enhance_model(job.group, job.contrast, models_dir)
+    bmex_wf = init_bmex_model_wf(
+        model=model, age_months=job.age.workflow_months, contrast=job.contrast,
         models_dir=str(models_dir) if models_dir else None,
         mask_source="precomputed" if job.mask else mask_source, use_gpu=use_gpu,
         omp_nthreads=omp_nthreads, tiling=tiling, precision=precision,

@@ -17,7 +17,7 @@
 # with its own work directory (WORK_ROOT/sub-<label>), --nprocs and --mem-gb from its
 # allocation. Outputs do not race: every image's files are distinct and written atomically;
 # dataset_description.json, .bidsignore, dseg.tsv and logs/CITATION.md are created once
-# (bmex_wf.utils.derivatives.write_once: complete file hard-linked into place, first one wins);
+# (bmex_wf.bids.derivatives.write_once: complete file hard-linked into place, first one wins);
 # run records are named by run id (logs/config-<uuid>.toml, logs/summary-<uuid>.tsv).
 # Prints the array job id (and the group-level job id). Task logs: OUTPUT_DIR/logs/slurm/.
 set -euo pipefail
