@@ -72,8 +72,24 @@ def _run(wf, base_dir):
     values = {name: getattr(outputnode.inputs, name) for name in outputnode.inputs.copyable_trait_names()}
     for source, _, data in wf._graph.in_edges(outputnode, data=True):
         for src_field, dst_field in data["connect"]:
-            values[dst_field] = getattr(ran[source.name].result.outputs, src_field)
+            node, field = _producer(source, src_field)
+            values[dst_field] = getattr(ran[node.name].result.outputs, field)
     return SimpleNamespace(**values)
+
+
+def _producer(node, field):
+    """The node (and its output) behind ``field`` of ``node``, through sub-workflow outputnodes."""
+    from nipype.pipeline.engine import Workflow
+
+    if not isinstance(node, Workflow):
+        return node, field
+    inner_name, _, inner_field = field.partition(".")
+    inner = node.get_node(inner_name)
+    for source, _, data in node._graph.in_edges(inner, data=True):
+        for src_field, dst_field in data["connect"]:
+            if dst_field == inner_field:
+                return _producer(source, src_field)
+    raise KeyError(field)
 
 
 @pytest.mark.parametrize("orientation", ["RAS", "LPS", "oblique", "aniso"])
