@@ -12,6 +12,8 @@ os.environ.setdefault("NIPYPE_NO_ET", "1")
 
 SHARED = Path(os.environ.get("BMEX_SHARED_DIR", Path(__file__).resolve().parents[1].parent / "shared"))
 
+from .helpers import rule_network
+
 
 def shared_path(*parts) -> Path:
     """Path under ../shared, skipping the test with a reason when it is absent."""
@@ -60,11 +62,10 @@ def templates_dir() -> Path:
 @pytest.fixture(scope="module")
 def small_models(tmp_path_factory):
     """A models dir with width-8 rule-weight networks for Month24 T1w and Fetal T2w."""
-    from bmex_wf.models import build_network, save_network
-    from bmex_wf.testing.rule_weights import apply_rule_weights
+    from bmex_wf.models import save_network
 
     folder = tmp_path_factory.mktemp("models")
-    net = apply_rule_weights(build_network("enhance", 8))
+    net = rule_network("enhance")
     for group, contrast in (("Month24", "T1"), ("Fetal", "T2")):
         save_network(net, folder / f"BMEX-{group}-{contrast}-model.pt")
     return folder

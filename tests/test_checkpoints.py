@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from bmex_wf.models import CheckpointError, build_network, load_network, save_network
-from bmex_wf.testing.rule_weights import apply_rule_weights
+
+from .helpers import rule_network
 
 
 @pytest.fixture(scope="module")
 def small_state():
-    return apply_rule_weights(build_network("enhance", 8)).state_dict()
+    return rule_network("enhance").state_dict()
 
 
 def test_official_style_plain_state_dict_loads(tmp_path, small_state):

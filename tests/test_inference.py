@@ -16,7 +16,8 @@ from bmex_wf.models.inference import (
 )
 from bmex_wf.models.networks import build_network, check_input_shape, is_compact
 from bmex_wf.models.tiling import dilate_mask, extract_tile, fast_grid, upstream_grid
-from bmex_wf.testing.rule_weights import apply_rule_weights
+
+from .helpers import rule_network
 
 
 class LocalStub(nn.Module):
@@ -110,7 +111,7 @@ def test_default_mask_is_positive_voxels():
 
 
 def test_real_network_single_tile_matches_direct_call():
-    net = apply_rule_weights(build_network("enhance", 8))
+    net = rule_network("enhance")
     rng = np.random.default_rng(3)
     vol = np.zeros((30, 26, 20), np.float32)
     vol[4:26, 3:23, 2:18] = rng.uniform(50, 900, (22, 20, 16))
@@ -138,7 +139,7 @@ def test_cpu_pairs_tiles_for_compact_networks(width, expected):
 
 
 def test_paired_tiles_match_single_tiles_with_real_network():
-    net = apply_rule_weights(build_network("enhance", 8))
+    net = rule_network("enhance")
     vol, mask = _brain((30, 30, 50))
     paired = enhance_volume(vol, net, mask=mask, device="cpu", precision="fp32", progress=False)
     single = enhance_volume(vol, net, mask=mask, device="cpu", precision="fp32", progress=False,

@@ -11,6 +11,7 @@ from bmex_wf.image.morphology import clean_mask
 from bmex_wf.interfaces.brainmask import BrainMask
 
 from .conftest import shared_path
+from .helpers import rule_network
 
 
 @pytest.fixture
@@ -58,11 +59,9 @@ def test_precomputed_mask_is_used_by_auto(tmp_path, no_default_models):
 
 def test_lifespanstrip_source_with_small_network(tmp_path, no_default_models):
     from bmex_wf.models.checkpoints import save_network
-    from bmex_wf.models.networks import build_network
-    from bmex_wf.testing.rule_weights import apply_rule_weights
 
     models = tmp_path / "models"
-    save_network(apply_rule_weights(build_network("skullstrip", 8)), models / "T1T2w-model.pt")
+    save_network(rule_network("skullstrip"), models / "T1T2w-model.pt")
     template = np.random.default_rng(0).gamma(2.0, 200.0, size=(24, 28, 24)).astype(np.int16)
     nib.AnalyzeImage(template, np.diag([6.0, 6.0, 6.0, 1.0])).to_filename(
         str(models / "template.hdr"))

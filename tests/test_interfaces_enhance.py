@@ -10,14 +10,15 @@ from nipype.pipeline import engine as pe
 
 from bmex_wf.interfaces.enhance import Enhance
 from bmex_wf.interfaces.qc import WriteQC
-from bmex_wf.models import build_network, save_network
-from bmex_wf.testing.rule_weights import apply_rule_weights
+from bmex_wf.models import save_network
+
+from .helpers import rule_network
 
 
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "BMEX-Month24-T1-model.pt"
-    return save_network(apply_rule_weights(build_network("enhance", 8)), path)
+    return save_network(rule_network("enhance"), path)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 from nibabel.affines import voxel_sizes
-from nipype.pipeline import engine as pe
 
 from bmex_wf.image.header import header_image
 from bmex_wf.interfaces.geometry import (
@@ -18,6 +17,7 @@ from bmex_wf.interfaces.geometry import (
 )
 
 from .conftest import shared_path
+from .helpers import run_node
 
 OBLIQUE = np.array([[0.72, 0.35, 0, -20], [-0.35, 0.72, 0, -22], [0, 0, 3.0, -15], [0, 0, 0, 1]])
 
@@ -58,10 +58,7 @@ def synthetic(tmp_path):
 
 
 def _run(interface, tmp_path, name, **inputs):
-    node = pe.Node(interface, name=name, base_dir=str(tmp_path / "work"))
-    for key, value in inputs.items():
-        setattr(node.inputs, key, value)
-    return node.run().outputs, tmp_path / "work" / name
+    return run_node(interface, tmp_path / "work", name, **inputs), tmp_path / "work" / name
 
 
 def _outputs_in(node_dir):

@@ -11,7 +11,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from nipype.pipeline import engine as pe
 from nipype.pipeline.engine.nodes import NodeExecutionError
 
 from bmex_wf.image.io import ImageError
@@ -23,6 +22,7 @@ from bmex_wf.interfaces.intensity import (
     TissueSegmentation,
     WindowIntensities,
 )
+from tests import helpers
 from tests.conftest import real_crop, shared_path
 
 INTERFACES = (
@@ -36,8 +36,7 @@ INTERFACES = (
 
 
 def run_node(interface, tmp_path, name="node", **inputs):
-    node = pe.Node(interface(**inputs), name=name, base_dir=str(tmp_path))
-    return node.run().outputs
+    return helpers.run_node(interface(**inputs), tmp_path, name)
 
 
 def assert_fails_cleanly(interface, tmp_path, match, **inputs):

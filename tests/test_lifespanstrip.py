@@ -9,6 +9,8 @@ import pytest
 from bmex_wf.brainmask import lifespanstrip as ls
 from bmex_wf.brainmask.errors import SourceUnavailable
 
+from .helpers import rule_network
+
 
 @pytest.fixture
 def no_default_models(monkeypatch, tmp_path):
@@ -27,11 +29,9 @@ def _write_template(folder, shape=(30, 36, 30), seed=0):
 def models_dir(tmp_path_factory):
     """T1T2w-model.pt (network S, width 8, rule weights) and a synthetic template."""
     from bmex_wf.models.checkpoints import save_network
-    from bmex_wf.models.networks import build_network
-    from bmex_wf.testing.rule_weights import apply_rule_weights
 
     folder = tmp_path_factory.mktemp("models")
-    save_network(apply_rule_weights(build_network("skullstrip", 8)), folder / "T1T2w-model.pt")
+    save_network(rule_network("skullstrip"), folder / "T1T2w-model.pt")
     _write_template(folder)
     return folder
 

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from bmex_wf.models import build_network
-from bmex_wf.testing.rule_weights import apply_rule_weights, rule_state_dict, tensor_sha256
+from bmex_wf.testing.rule_weights import rule_state_dict, tensor_sha256
+
+from .helpers import rule_network
 
 CASES = {
     "enhance": ("bmex", "bmex_input_40", ["bmex_expected_seg_40", "bmex_expected_recon_40"], 2e-2),
@@ -42,7 +44,7 @@ def test_state_dict_keys_shapes_and_order_match_manifest(kind, fixtures_dir):
 def test_network_reproduces_upstream_fixture(kind, fixtures_dir):
     _, inp, outputs, tol = CASES[kind]
     torch.manual_seed(0)
-    net = apply_rule_weights(build_network(kind))
+    net = rule_network(kind, None)
     x = torch.from_numpy(np.load(fixtures_dir / f"{inp}.npy"))
     with torch.inference_mode():
         result = net(x)
@@ -87,7 +89,7 @@ def test_unknown_kind_rejected():
 
 @pytest.mark.parametrize("shape", [(8, 8, 8), (16, 24, 8), (48, 40, 56)])
 def test_valid_noncubic_sizes_keep_shape(shape):
-    net = apply_rule_weights(build_network("enhance", 8))
+    net = rule_network("enhance")
     x = torch.rand(2, 1, *shape) * 500
     with torch.inference_mode():
         seg, recon = net(x)
@@ -107,7 +109,7 @@ def test_invalid_sizes_rejected_clearly(shape):
 
 
 def test_skullstrip_outputs_probabilities():
-    net = apply_rule_weights(build_network("skullstrip", 8))
+    net = rule_network("skullstrip")
     with torch.inference_mode():
         probs = net(torch.rand(1, 1, 16, 16, 24) * 0.1)
     torch.testing.assert_close(probs.sum(1), torch.ones(1, 16, 16, 24))

@@ -13,6 +13,7 @@ import pytest
 from bmex_wf.image.io import load_image, validate_mask
 from bmex_wf.image.orientation import to_network_order
 from bmex_wf.preproc.recipe import network_input
+from bmex_wf.training.data import preprocess
 from bmex_wf.workflows.base import init_bmex_wf
 from tests.conftest import real_crop
 
@@ -82,3 +83,9 @@ def test_workflow_nodes_feed_enhance_the_recipe_input(image_and_mask, tmp_path):
     assert record["reference_name"] == expected.landmarks["reference_name"]
     np.testing.assert_allclose(record["source"]["quantiles"], expected.landmarks["source"]["quantiles"],
                                atol=1e-3)
+
+    # the training loader's input for the same image and mask is the workflow's too
+    train_data, train_mask, spacing = preprocess(image, "Template-Month24-T1w", mask)
+    assert spacing == pre.get_node("to_grid").inputs.spacing
+    np.testing.assert_array_equal(train_mask > 0, grid_mask)
+    np.testing.assert_allclose(train_data, data, rtol=0, atol=1e-3)
