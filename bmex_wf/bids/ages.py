@@ -117,27 +117,23 @@ def _scans_age(image: Path, sub: str, ses: str | None, session_dir: Path, notes:
 def _sessions_age(sub: str, ses: str | None, subject_dir: Path, notes: list[str]):
     if not ses:
         return None
-    table = subject_dir / f"sub-{sub}_sessions.tsv"
-    if not table.is_file():
-        return None
-    rows = [r for r in read_tsv(table) if r.get("session_id", "").removeprefix("ses-") == ses]
-    if not rows:
-        notes.append(f"{table} has no row for ses-{ses}; ignored")
-        return None
-    found = _age_from_row(rows[0], table)
-    return found and (*found, f"{table} (row ses-{ses})")
+    return _labelled_row_age(subject_dir / f"sub-{sub}_sessions.tsv", "session_id", "ses", ses, notes)
 
 
 def _participants_age(sub: str, bids_dir: Path, notes: list[str]):
-    table = bids_dir / "participants.tsv"
+    return _labelled_row_age(bids_dir / "participants.tsv", "participant_id", "sub", sub, notes)
+
+
+def _labelled_row_age(table: Path, column: str, entity: str, label: str, notes: list[str]):
+    """Age of the row of ``table`` whose ``column`` is ``<entity>-<label>`` (or the bare label)."""
     if not table.is_file():
         return None
-    rows = [r for r in read_tsv(table) if r.get("participant_id", "").removeprefix("sub-") == sub]
+    rows = [r for r in read_tsv(table) if r.get(column, "").removeprefix(f"{entity}-") == label]
     if not rows:
-        notes.append(f"{table} has no row for sub-{sub}; ignored")
+        notes.append(f"{table} has no row for {entity}-{label}; ignored")
         return None
     found = _age_from_row(rows[0], table)
-    return found and (*found, f"{table} (row sub-{sub})")
+    return found and (*found, f"{table} (row {entity}-{label})")
 
 
 def _nonstandard_tables(subject_dir: Path, standard: set[Path]) -> list[Path]:

@@ -117,18 +117,23 @@ def restore_orientation(img: nib.spatialimages.SpatialImage,
     return out
 
 
+def _permute(arr, axes: tuple[int, int, int]) -> np.ndarray:
+    """``arr`` with its 3 spatial axes permuted by ``axes`` (after a leading channel axis if 4-D)."""
+    arr = np.asanyarray(arr)
+    if arr.ndim == 3:
+        return np.ascontiguousarray(arr.transpose(axes))
+    if arr.ndim == 4:
+        return np.ascontiguousarray(arr.transpose(0, *(a + 1 for a in axes)))
+    raise ValueError(f"expected a 3-D (or channel-first 4-D) array, got shape {arr.shape}")
+
+
 def to_network_order(data_lps: np.ndarray) -> np.ndarray:
     """LPS-frame array ``(x, y, z)`` -> network order ``(z, x, y)``.
 
     A 4-D array is taken as channel-first ``(c, x, y, z)`` -> ``(c, z, x, y)``.
     Returns a C-contiguous array.
     """
-    data_lps = np.asanyarray(data_lps)
-    if data_lps.ndim == 3:
-        return np.ascontiguousarray(data_lps.transpose(2, 0, 1))
-    if data_lps.ndim == 4:
-        return np.ascontiguousarray(data_lps.transpose(0, 3, 1, 2))
-    raise ValueError(f"expected a 3-D (or channel-first 4-D) array, got shape {data_lps.shape}")
+    return _permute(data_lps, (2, 0, 1))
 
 
 def from_network_order(arr: np.ndarray) -> np.ndarray:
@@ -137,9 +142,4 @@ def from_network_order(arr: np.ndarray) -> np.ndarray:
     A 4-D array is taken as channel-first ``(c, z, x, y)`` -> ``(c, x, y, z)``.
     Returns a C-contiguous array.
     """
-    arr = np.asanyarray(arr)
-    if arr.ndim == 3:
-        return np.ascontiguousarray(arr.transpose(1, 2, 0))
-    if arr.ndim == 4:
-        return np.ascontiguousarray(arr.transpose(0, 2, 3, 1))
-    raise ValueError(f"expected a 3-D (or channel-first 4-D) array, got shape {arr.shape}")
+    return _permute(arr, (1, 2, 0))

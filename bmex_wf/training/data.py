@@ -326,6 +326,13 @@ def _preprocess_to_cache(source: Source, folder: Path) -> None:
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
+def slab_bounds(mask, axis: int, low: float, high: float) -> tuple[int, int]:
+    """Start and stop index along ``axis`` of the fractions ``low..high`` of the brain's extent."""
+    coords = np.nonzero(np.any(np.asarray(mask) > 0, axis=tuple(a for a in range(3) if a != axis)))[0]
+    first, last = int(coords.min()), int(coords.max()) + 1
+    return first + round(low * (last - first)), first + round(high * (last - first))
+
+
 def split_slab(volume: Volume, axis: int, low: float, high: float, gap: int = 8
                ) -> tuple[list[Volume], Volume]:
     """Hold out a contiguous slab of ``volume`` for validation.
@@ -334,10 +341,7 @@ def split_slab(volume: Volume, axis: int, low: float, high: float, gap: int = 8
     ``axis``; the parts before and after it (``gap`` voxels away, so that no training crop
     reaches into it) stay for training when they can hold a crop.
     """
-    coords = np.nonzero(np.any(np.asarray(volume.mask) > 0, axis=tuple(a for a in range(3) if a != axis)))[0]
-    first, last = int(coords.min()), int(coords.max()) + 1
-    start = first + round(low * (last - first))
-    stop = first + round(high * (last - first))
+    start, stop = slab_bounds(volume.mask, axis, low, high)
 
     def part(lo, hi, suffix):
         index = [slice(None)] * 3
