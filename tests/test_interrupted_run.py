@@ -82,13 +82,15 @@ def test_kill_9_then_rerun(tmp_path):
     (flags / "sleep").write_text("")
     out, work = tmp_path / "out", tmp_path / "work"
     run = _start(tmp_path, bids, out, work, flags)
-    deadline = time.monotonic() + 120
-    while not (flags / "worker.pid").is_file() and time.monotonic() < deadline:
-        assert run.poll() is None, (tmp_path / "out.log").read_text()[-3000:]
-        time.sleep(0.2)
-    worker = int((flags / "worker.pid").read_text())
-    os.kill(run.pid, signal.SIGKILL)
-    run.wait()
+    try:
+        deadline = time.monotonic() + 120
+        while not (flags / "worker.pid").is_file() and time.monotonic() < deadline:
+            assert run.poll() is None, (tmp_path / "out.log").read_text()[-3000:]
+            time.sleep(0.2)
+        worker = int((flags / "worker.pid").read_text())
+    finally:
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait()
     deadline = time.monotonic() + 30
     while _alive(worker) and time.monotonic() < deadline:
         time.sleep(0.5)
