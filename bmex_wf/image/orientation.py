@@ -13,12 +13,7 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
-from nibabel.orientations import (
-    axcodes2ornt,
-    inv_ornt_aff,
-    io_orientation,
-    ornt_transform,
-)
+from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
 from .header import header_image, storable
 

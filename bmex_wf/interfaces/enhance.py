@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import time
 
-from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
-    File,
-    SimpleInterface,
-    TraitedSpec,
-    traits,
-)
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 from nipype.utils.filemanip import fname_presuffix
 
 
@@ -47,12 +41,7 @@ class Enhance(SimpleInterface):
 
         from ..image.orientation import from_network_order, to_network_order
         from ..models import load_network
-        from ..models.inference import (
-            enhance_volume,
-            network_precision,
-            precision_name,
-            resolve_device,
-        )
+        from ..models.inference import enhance_volume, network_precision, precision_name, resolve_device
 
         img = nb.load(self.inputs.in_file)
         data = to_network_order(np.asarray(img.dataobj, dtype="float32"))

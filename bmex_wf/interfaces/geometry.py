@@ -11,33 +11,9 @@ output file behind.
 
 from __future__ import annotations
 
-from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
-    File,
-    SimpleInterface,
-    TraitedSpec,
-    traits,
-)
-from nipype.utils.filemanip import fname_presuffix
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
-
-def _out_path(in_file: str, suffix: str, cwd: str) -> str:
-    """``<cwd>/<in_file stem><suffix>.nii.gz``."""
-    return fname_presuffix(in_file, suffix=suffix, newpath=cwd, use_ext=False) + ".nii.gz"
-
-
-def _is_plain_nifti(path: str) -> bool:
-    """Whether ``path`` is a NIfTI-1 file holding exactly a 3-D array."""
-    import nibabel as nb
-
-    img = nb.load(path)
-    return type(img) is nb.Nifti1Image and len(img.shape) == 3
-
-
-def _write(img, in_file: str, suffix: str, cwd: str) -> str:
-    from ..image.io import save_image
-
-    return str(save_image(img, _out_path(in_file, suffix, cwd)))
+from .io import is_plain_nifti, write_image
 
 
 # --------------------------------------------------------------------------------------
@@ -70,10 +46,10 @@ class ValidateImage(SimpleInterface):
         from ..image.orientation import axcodes
 
         img = load_image(self.inputs.in_file)
-        if _is_plain_nifti(self.inputs.in_file):
+        if is_plain_nifti(self.inputs.in_file):
             self._results["out_file"] = self.inputs.in_file
         else:
-            self._results["out_file"] = _write(img, self.inputs.in_file, "_valid", runtime.cwd)
+            self._results["out_file"] = write_image(img, self.inputs.in_file, "_valid", runtime.cwd)
         self._results["axcodes"] = axcodes(img)
         self._results["zooms"] = [float(z) for z in voxel_sizes(img.affine)]
         self._results["shape"] = [int(n) for n in img.shape]
@@ -104,10 +80,10 @@ class ReorientLPS(SimpleInterface):
 
         img = read_image(self.inputs.in_file)
         self._results["axcodes"] = axcodes(img)
-        if axcodes(img) == "LPS" and _is_plain_nifti(self.inputs.in_file):
+        if axcodes(img) == "LPS" and is_plain_nifti(self.inputs.in_file):
             self._results["out_file"] = self.inputs.in_file
         else:
-            self._results["out_file"] = _write(reorient(img), self.inputs.in_file, "_lps",
+            self._results["out_file"] = write_image(reorient(img), self.inputs.in_file, "_lps",
                                                runtime.cwd)
         return runtime
 
@@ -144,7 +120,7 @@ class RestoreOrientation(SimpleInterface):
             out = restore_orientation(img, original, dtype=dtype)
         except ValueError as exc:
             raise ImageError(f"{self.inputs.in_file}: {exc}") from None
-        self._results["out_file"] = _write(out, self.inputs.in_file, "_orig", runtime.cwd)
+        self._results["out_file"] = write_image(out, self.inputs.in_file, "_orig", runtime.cwd)
         return runtime
 
 
@@ -179,7 +155,7 @@ class ResampleToSpacing(SimpleInterface):
         rule = resample_centered if self.inputs.centered else to_network_grid
         out = rule(img, self.inputs.spacing, order=self.inputs.order)
         suffix = f"_{self.inputs.spacing:g}mm".replace(".", "p")
-        self._results["out_file"] = _write(out, self.inputs.in_file, suffix, runtime.cwd)
+        self._results["out_file"] = write_image(out, self.inputs.in_file, suffix, runtime.cwd)
         return runtime
 
 
@@ -207,5 +183,5 @@ class ResampleToReference(SimpleInterface):
         img = read_image(self.inputs.in_file)
         reference = read_image(self.inputs.reference_file)
         out = resample_to_reference(img, reference, order=self.inputs.order)
-        self._results["out_file"] = _write(out, self.inputs.in_file, "_resampled", runtime.cwd)
+        self._results["out_file"] = write_image(out, self.inputs.in_file, "_resampled", runtime.cwd)
         return runtime

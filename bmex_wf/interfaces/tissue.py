@@ -11,23 +11,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-
-def _read_named(path):
-    """Read an image whose errors and messages name ``path``."""
-    from ..image.io import read_image
-
-    img = read_image(path)
-    img.set_filename(str(path))
-    return img
-
-
-def _mask_on(mask_file, reference):
-    """The brain mask on the grid of ``reference`` (nearest neighbour), named after its file."""
-    from ..image.io import validate_mask
-
-    mask = validate_mask(mask_file, reference)
-    mask.set_filename(str(mask_file))
-    return mask
+from .io import mask_on, out_path, read_named
 
 
 class _TissueVolumesInputSpec(BaseInterfaceInputSpec):
@@ -64,14 +48,12 @@ class TissueVolumes(SimpleInterface):
     def _run_interface(self, runtime):
         from pathlib import Path
 
-        from nipype.utils.filemanip import fname_presuffix
-
         from ..bids.derivatives import atomic_write_text
         from ..image.io import ImageError
         from ..postproc.volumes import atropos_dseg, tissue_volumes, volumes_table
 
         inp = self.inputs
-        rows = {"bmex": tissue_volumes(_read_named(inp.dseg))}
+        rows = {"bmex": tissue_volumes(read_named(inp.dseg))}
         if inp.run_atropos:
             missing = [name for name in ("original_brain", "enhanced_brain", "brain_mask")
                        if not isdefined(getattr(inp, name))]
@@ -80,14 +62,13 @@ class TissueVolumes(SimpleInterface):
                                  "(or set run_atropos=False)")
             for method, path in (("atropos_original", inp.original_brain),
                                  ("atropos_enhanced", inp.enhanced_brain)):
-                brain = _read_named(path)
-                seg = atropos_dseg(brain, _mask_on(inp.brain_mask, brain),
+                brain = read_named(path)
+                seg = atropos_dseg(brain, mask_on(inp.brain_mask, brain),
                                    contrast=inp.contrast, iterations=inp.atropos_iterations,
                                    seed=inp.seed,
                                    age_group=inp.age_group if isdefined(inp.age_group) else None)
                 rows[method] = tissue_volumes(seg)
-        out = fname_presuffix(inp.dseg, suffix="_volumes", newpath=runtime.cwd,
-                              use_ext=False) + ".tsv"
+        out = out_path(inp.dseg, "_volumes", runtime.cwd, ext=".tsv")
         atomic_write_text(Path(out), volumes_table(rows))
         self._results["out_tsv"] = out
         return runtime

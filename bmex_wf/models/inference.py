@@ -18,13 +18,7 @@ from tqdm.auto import tqdm
 
 from .networks import is_compact
 from .stitching import UPSTREAM_COUNTER_START, Stitcher
-from .tiling import (
-    TileGrid,
-    extract_tile,
-    fast_grid,
-    sliding_window_grid,
-    upstream_grid,
-)
+from .tiling import TileGrid, extract_tile, fast_grid, sliding_window_grid, upstream_grid
 
 LOGGER = logging.getLogger(__name__)
 

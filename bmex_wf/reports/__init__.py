@@ -1,12 +1,6 @@
 """Visual QC reports: per-subject HTML pages and the group summary."""
 
-from .group import (
-    collect_records,
-    generate_group_report,
-    logged_failures,
-    run_group_level,
-    write_group_tsv,
-)
+from .group import collect_records, generate_group_report, logged_failures, run_group_level, write_group_tsv
 from .rebuild import rebuild_reports, run_reports
 from .subject import ReportError, generate_subject_report
 from .validate import check_report

@@ -17,13 +17,7 @@ from typing import Any
 from ..age import AGE_GROUPS
 from ..bids.derivatives import atomic_write_text, source_entities
 from ..postproc.volumes import METHODS, TISSUES, TissueError, read_volumes_table
-from .paths import (
-    figure_entities,
-    report_template,
-    strip_prefix,
-    subject_report,
-    subjects_with_figures,
-)
+from .paths import figure_entities, report_template, strip_prefix, subject_report, subjects_with_figures
 from .qc import QCRecordError, qc_from_summary
 
 LOGGER = logging.getLogger("bmex_wf.reports")

@@ -13,13 +13,7 @@ from typing import Any
 from .. import __version__
 from ..bids.derivatives import atomic_write_text
 from .demo_scores import find_scores, report_table
-from .paths import (
-    figures_dir,
-    report_template,
-    reports_spec,
-    strip_prefix,
-    subject_report,
-)
+from .paths import figures_dir, report_template, reports_spec, strip_prefix, subject_report
 from .qc import QCRecordError, qc_from_summary
 
 LOGGER = logging.getLogger("bmex_wf.reports")

@@ -8,7 +8,8 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 from niworkflows.interfaces.nibabel import ApplyMask
 
 from ..interfaces.geometry import ResampleToReference, RestoreOrientation
-from ..interfaces.intensity import HistogramMatch, QualityIndex, SkullAddBack, TissueSegmentation
+from ..interfaces.postproc import QualityIndex, SkullAddBack, TissueSegmentation
+from ..interfaces.preproc import HistogramMatch
 
 #: Outputs of ``init_bmex_wf`` that are images on the input's original grid.
 IMAGE_OUTPUTS = ("enhanced", "enhanced_brain", "brain_mask", "dseg")

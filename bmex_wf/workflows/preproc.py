@@ -9,7 +9,7 @@ from niworkflows.interfaces.nibabel import ApplyMask
 
 from ..interfaces.brainmask import BrainMask
 from ..interfaces.geometry import ReorientLPS, ResampleToSpacing, ValidateImage
-from ..interfaces.intensity import HistogramMatch, N4BiasCorrection, WindowIntensities
+from ..interfaces.preproc import HistogramMatch, N4BiasCorrection, WindowIntensities
 
 #: Outputs of the preprocessing sub-workflow.
 PREPROC_OUTPUTS = ("validated", "reoriented", "windowed", "brain_mask", "mask_source",

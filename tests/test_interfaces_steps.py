@@ -14,14 +14,8 @@ import SimpleITK as sitk
 from nipype.pipeline.engine.nodes import NodeExecutionError
 
 from bmex_wf.image.io import ImageError
-from bmex_wf.interfaces.intensity import (
-    HistogramMatch,
-    N4BiasCorrection,
-    QualityIndex,
-    SkullAddBack,
-    TissueSegmentation,
-    WindowIntensities,
-)
+from bmex_wf.interfaces.postproc import QualityIndex, SkullAddBack, TissueSegmentation
+from bmex_wf.interfaces.preproc import HistogramMatch, N4BiasCorrection, WindowIntensities
 from tests import helpers
 from tests.conftest import real_crop, shared_path
 
