@@ -1,4 +1,4 @@
-"""``init_bmex_wf``: BME-X enhancement of one T1w or T2w image, from three sub-workflows."""
+"""``init_bmex_wf``: BME-X enhancement of one T1w or T2w image, from its sub-workflows."""
 
 from __future__ import annotations
 
