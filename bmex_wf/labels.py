@@ -1,4 +1,4 @@
-"""The one vocabulary: contrasts, brain-mask sources, tissue labels and tissue order.
+"""The one vocabulary: contrasts, brain-mask sources, output grids, tissue labels and order.
 
 Every tuple and mapping of these names elsewhere is derived from the definitions here.
 """
@@ -10,6 +10,10 @@ CONTRASTS = ("T1w", "T2w")
 
 #: Brain-mask sources (``--brain-mask-source``), ``auto`` first.
 MASK_SOURCES = ("auto", "lifespanstrip", "precomputed", "nonzero", "template")
+
+#: Grids the outputs are written on (``--output-resolution``), ``auto`` first: ``native`` the
+#: input's grid only, ``network`` the input's grid and the network's grid.
+OUTPUT_RESOLUTIONS = ("auto", "native", "network")
 
 #: Label values of the 4-class segmentation (0 background, 1 CSF, 2 grey matter, 3 white matter).
 BG, CSF, GM, WM = 0, 1, 2, 3

@@ -58,19 +58,22 @@ def _fake_outputs(in_file, contrast, fail_on):
 def _fake_init_bmex_wf(fail_on=None):
     def init_bmex_wf(*, age_months, contrast, models_dir=None, mask_source="auto",
                      use_gpu=False, omp_nthreads=1, tiling="fast", precision="auto",
-                     age_source="given", name="bmex_wf"):
+                     age_source="given", output_resolution="native", input_zooms=None,
+                     name="bmex_wf"):
         from nipype.interfaces import utility as niu
         from nipype.pipeline import engine as pe
         from niworkflows.engine.workflows import LiterateWorkflow
 
         from bmex_wf.age import age_group
+        from bmex_wf.resolution import resolve_output_resolution
+        from bmex_wf.workflows.network_grid import NETWORK_GRID_FIELDS, NETWORK_GRID_OUTPUTS
 
         wf = LiterateWorkflow(name=name)
         wf.__desc__ = "Images were enhanced with BME-X (stand-in).\n"
         inputnode = pe.Node(niu.IdentityInterface(fields=["in_file", "in_mask"]), name="inputnode")
         outputnode = pe.Node(niu.IdentityInterface(fields=[
             "enhanced", "enhanced_brain", "brain_mask", "dseg", "probsegs", "qi", "age_group",
-            "model_file", "qc"]), name="outputnode")
+            "model_file", "qc", *NETWORK_GRID_OUTPUTS]), name="outputnode")
         run = pe.Node(niu.Function(
             function=_fake_outputs, input_names=["in_file", "contrast", "fail_on"],
             output_names=["enhanced", "enhanced_brain", "brain_mask", "dseg", "probsegs", "qi",
@@ -82,6 +85,8 @@ def _fake_init_bmex_wf(fail_on=None):
                     (run, outputnode, [(f, f) for f in ("enhanced", "enhanced_brain",
                                                          "brain_mask", "dseg", "probsegs",
                                                          "qi", "qc")])])
+        if resolve_output_resolution(output_resolution, input_zooms) == "network":
+            wf.connect([(run, outputnode, list(zip(NETWORK_GRID_FIELDS, NETWORK_GRID_OUTPUTS)))])
         return wf
 
     return init_bmex_wf
@@ -218,7 +223,7 @@ def test_stop_on_first_crash(small_bids, tmp_path, models, fake_base, caplog):
     code, out, _ = _run(small_bids, tmp_path, models, "--stop-on-first-crash",
                         "--participant-label", "01", "02")
     assert code == 1
-    done = [p.name for p in out.rglob("*_desc-enhanced_*.nii.gz")]
+    done = [p.name for p in out.rglob("*_desc-enhanced_*.nii.gz") if "_res-" not in p.name]
     assert len(done) < 4  # the crash stopped the run before every image was processed
 
 

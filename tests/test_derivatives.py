@@ -52,6 +52,38 @@ def test_names_follow_the_convention():
     }
 
 
+def test_network_grid_names_add_res_in_entity_order():
+    names = deriv.derivative_names("sub-01_ses-1_run-2_T1w.nii.gz", "T1w", 0.8)
+    src = "sub-01_ses-1_run-2"
+    assert names["enhanced"] == f"{src}_res-0p8_desc-enhanced_T1w.nii.gz"
+    assert names["enhanced_brain"] == f"{src}_res-0p8_desc-enhancedbrain_T1w.nii.gz"
+    assert names["brain_mask"] == f"{src}_space-T1w_res-0p8_desc-brain_mask.nii.gz"
+    assert names["dseg"] == f"{src}_space-T1w_res-0p8_dseg.nii.gz"
+    assert names["probseg_WM"] == f"{src}_space-T1w_res-0p8_label-WM_probseg.nii.gz"
+    fetal = deriv.derivative_names("sub-01_T2w.nii.gz", "T2w", 0.75)
+    assert fetal["dseg"] == "sub-01_space-T2w_res-0p75_dseg.nii.gz"
+    assert set(names.values()).isdisjoint(deriv.derivative_names(f"{src}_T1w.nii.gz", "T1w").values())
+
+
+def test_network_grid_sidecars_carry_the_resolution(tmp_path):
+    from bids.layout import parse_file_entities
+
+    out = tmp_path / "out"
+    written = deriv.write_image_outputs(output_dir=out, source_file=tmp_path / "sub-01_T1w.nii.gz",
+                                        contrast="T1w", files=_workflow_outputs(tmp_path / "wf", "a"),
+                                        voxel_mm=0.8)
+    sidecars = {p.name: json.loads(p.read_text()) for p in written if p.suffix == ".json"}
+    assert len(sidecars) == len(deriv.OUTPUT_KEYS)
+    assert all(m["Resolution"].startswith("0.8 mm isotropic") for m in sidecars.values())
+    assert "linear interpolation" in sidecars["sub-01_res-0p8_desc-enhanced_T1w.json"]["Interpolation"]
+    assert sidecars["sub-01_space-T1w_res-0p8_dseg.json"]["Interpolation"].startswith("None")
+    assert parse_file_entities(str(out / "sub-01_space-T1w_res-0p8_dseg.nii.gz"))["res"] == "0p8"
+    native = deriv.write_image_outputs(output_dir=tmp_path / "native", contrast="T1w",
+                                       source_file=tmp_path / "sub-01_T1w.nii.gz",
+                                       files=_workflow_outputs(tmp_path / "wf", "a"))
+    assert not any("Resolution" in json.loads(p.read_text()) for p in native if p.suffix == ".json")
+
+
 def test_two_contrasts_and_two_runs_do_not_collide(tmp_path):
     sources = ["sub-01_ses-1_run-1_T1w.nii.gz", "sub-01_ses-1_run-2_T1w.nii.gz",
                "sub-01_ses-1_run-1_T2w.nii.gz", "sub-01_ses-1_run-2_T2w.nii.gz"]

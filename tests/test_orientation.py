@@ -13,6 +13,7 @@ from bmex_wf.image.orientation import (
     axcodes,
     from_network_order,
     reorient_to_lps,
+    restore_axis_order,
     restore_orientation,
     to_network_order,
 )
@@ -119,6 +120,34 @@ def test_restore_rejects_an_image_off_the_lps_grid():
     shifted = nib.Nifti1Image(np.asanyarray(lps.dataobj), lps.affine @ np.diag([1, 1, 2, 1]))
     with pytest.raises(ValueError, match="not on the LPS grid"):
         restore_orientation(shifted, original)
+
+
+@pytest.mark.parametrize(("codes", "oblique"), [("RAS", False), ("LPS", False), ("PIR", True)])
+def test_network_grid_gets_the_input_axis_order_exactly(codes, oblique):
+    from nibabel.affines import voxel_sizes
+
+    from bmex_wf.image.resample import resample_to_spacing
+
+    original = _as(_head(oblique), codes)  # 1 x 1.2 x 3 mm voxels
+    grid = resample_to_spacing(reorient_to_lps(original), 0.8)
+    out = restore_axis_order(grid, original)
+    assert axcodes(out) == codes and sorted(out.shape) == sorted(grid.shape)
+    unit = [a[:3, :3] / np.linalg.norm(a[:3, :3], axis=0) for a in (out.affine, original.affine)]
+    np.testing.assert_allclose(unit[0], unit[1], atol=1e-6)  # the input's direction cosines
+    np.testing.assert_allclose(voxel_sizes(out.affine), 0.8, atol=1e-5)
+    # no interpolation: every voxel lands exactly on a voxel of the grid, with its value
+    ijk = np.indices(out.shape).reshape(3, -1).T
+    on_grid = nib.affines.apply_affine(np.linalg.inv(grid.affine) @ out.affine, ijk)
+    np.testing.assert_allclose(on_grid, np.rint(on_grid), atol=1e-4)
+    values = np.asanyarray(grid.dataobj)[tuple(np.rint(on_grid).astype(int).T)]
+    assert np.array_equal(np.asanyarray(out.dataobj).ravel(), values)
+    assert int(out.header["qform_code"]) == int(original.header["qform_code"])
+
+
+def test_axis_order_restore_rejects_other_directions():
+    original = _as(_head(), "RAS")
+    with pytest.raises(ValueError, match="directions"):
+        restore_axis_order(original, original)  # RAS axes, not the LPS frame
 
 
 def test_same_head_gives_the_same_network_array():

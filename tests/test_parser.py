@@ -33,6 +33,7 @@ def test_defaults(dirs):
     assert opts.bids_dir == dirs[0] and opts.output_dir == dirs[1]
     assert opts.analysis_level == "participant"
     assert (opts.device, opts.precision, opts.tiling, opts.brain_mask_source) == ("auto", "auto", "fast", "auto")
+    assert opts.output_resolution == "auto"
     for flag in ("skip_bids_validation", "reports_only", "stop_on_first_crash", "write_graph",
                  "boilerplate_only", "resource_monitor", "clean_workdir", "write_provenance"):
         assert getattr(opts, flag) is False
@@ -78,6 +79,7 @@ def test_numbers(dirs, capsys):
     ("--precision", ["auto", "fp32", "fp16", "bf16"], "double"),
     ("--tiling", ["fast", "upstream"], "slow"),
     ("--brain-mask-source", ["auto", "lifespanstrip", "nonzero", "template"], "bet"),
+    ("--output-resolution", ["auto", "native", "network"], "0.8"),
 ])
 def test_choices(dirs, capsys, flag, good, bad):
     dest = flag.lstrip("-").replace("-", "_")
@@ -161,6 +163,10 @@ def test_config_file_reload(dirs, tmp_path, capsys):
     assert reloaded.stop_on_first_crash is True and reloaded.work_dir == tmp_path / "w"
     again = RunConfig.load(path)
     assert again.to_dict() == cfg.to_dict()
+    assert cfg.to_dict()["workflow"]["output_resolution"] == "auto"  # the default, saved
+    cfg.output_resolution = "network"
+    cfg.write()
+    assert parse_args(_args(dirs, "--config-file", str(path))).output_resolution == "network"
     path.write_text("[execution]\nbogus = 1\n")
     _fails(capsys, _args(dirs, "--config-file", str(path)), "unknown setting")
     path.write_text("[execution\n")
@@ -176,6 +182,9 @@ def test_enhance_parser(tmp_path, capsys):
     out = str(tmp_path / "out")
     opts = parse_enhance_args([str(image), out, "--age-months", "3"])
     assert opts.contrast == "T2w" and opts.brain_mask_source == "auto" and opts.mask is None
+    assert opts.output_resolution == "auto"
+    assert parse_enhance_args([str(image), out, "--age-months", "3", "--output-resolution",
+                               "native"]).output_resolution == "native"
     opts = parse_enhance_args([str(image), out, "--age-months", "3", "--contrast", "T1w",
                                "--mask", str(mask), "--device", "cpu", "--nprocs", "2"])
     assert (opts.contrast, opts.brain_mask_source, opts.mask, opts.nprocs) == ("T1w", "precomputed", mask, 2)

@@ -9,6 +9,10 @@ For a source ``sub-01_ses-1_run-2_T1w.nii.gz`` (``<src>`` = ``sub-01_ses-1_run-2
     <src>_space-<C>_dseg.nii.gz                  tissue labels (dseg.tsv at the root)
     <src>_space-<C>_label-<CSF|GM|WM>_probseg.nii.gz
 
+and, on the network grid (``res-0p8``; ``res-0p75`` fetal), the same with ``res-<label>``
+after ``space-`` (BIDS entity order): ``<src>_res-0p8_desc-enhanced_<C>.nii.gz``,
+``<src>_space-<C>_res-0p8_dseg.nii.gz``, ...; their sidecars carry ``Resolution``.
+
 Every file is written to a temporary name in its final folder and moved into place with
 ``os.replace``, so no partial file is ever visible; files shared by all subjects
 (``dataset_description.json``, ``.bidsignore``, ``dseg.tsv``, citations) are created once,
@@ -29,6 +33,7 @@ from pathlib import Path
 
 from .. import __packagename__, __url__, __version__
 from ..labels import TISSUES
+from ..resolution import resolution_description, resolution_label
 
 LOGGER = logging.getLogger("bmex_wf.derivatives")
 
@@ -130,17 +135,23 @@ def source_entities(source_name: str, contrast: str) -> str:
     return stem[: -len(contrast) - 1] if stem.endswith(f"_{contrast}") else stem
 
 
-def derivative_names(source_name: str, contrast: str) -> dict[str, str]:
-    """File names of every output of one image, keyed by :data:`OUTPUT_KEYS`."""
+def derivative_names(source_name: str, contrast: str,
+                     voxel_mm: float | None = None) -> dict[str, str]:
+    """File names of every output of one image, keyed by :data:`OUTPUT_KEYS`.
+
+    ``voxel_mm`` names the network-grid outputs (``res-<label>`` after ``space-``).
+    """
     src = source_entities(source_name, contrast)
+    res = "" if voxel_mm is None else f"_res-{resolution_label(voxel_mm)}"
+    space = f"_space-{contrast}{res}"
     names = {
-        "enhanced": f"{src}_desc-enhanced_{contrast}.nii.gz",
-        "enhanced_brain": f"{src}_desc-enhancedbrain_{contrast}.nii.gz",
-        "brain_mask": f"{src}_space-{contrast}_desc-brain_mask.nii.gz",
-        "dseg": f"{src}_space-{contrast}_dseg.nii.gz",
+        "enhanced": f"{src}{res}_desc-enhanced_{contrast}.nii.gz",
+        "enhanced_brain": f"{src}{res}_desc-enhancedbrain_{contrast}.nii.gz",
+        "brain_mask": f"{src}{space}_desc-brain_mask.nii.gz",
+        "dseg": f"{src}{space}_dseg.nii.gz",
     }
     for name in TISSUES.values():
-        names[f"probseg_{name}"] = f"{src}_space-{contrast}_label-{name}_probseg.nii.gz"
+        names[f"probseg_{name}"] = f"{src}{space}_label-{name}_probseg.nii.gz"
     return names
 
 
@@ -163,9 +174,22 @@ def source_uri(source_file, bids_dir=None) -> str:
 
 
 # --------------------------------------------------------------------------- sidecars
+def network_grid_metadata(key: str, voxel_mm: float) -> dict:
+    """Sidecar entries of a network-grid output: its ``Resolution`` and how it was made."""
+    made = {
+        "enhanced": "Inside the brain mask the network's enhanced brain (matched to the "
+                    "original's intensities), outside it the original image resampled onto "
+                    "this grid by linear interpolation",
+        "enhanced_brain": "None: the network's output on its own grid",
+        "brain_mask": "Nearest neighbour: the brain mask resampled onto this grid",
+    }.get(key, "None: the network's class scores on its own grid")
+    return {"Resolution": resolution_description(voxel_mm), "Interpolation": made}
+
+
 def sidecar_metadata(key: str, *, source: str, mask_uri: str | None, contrast: str,
-                     common: dict) -> dict:
-    """JSON sidecar of one output (``key`` from :data:`OUTPUT_KEYS`)."""
+                     common: dict, voxel_mm: float | None = None) -> dict:
+    """JSON sidecar of one output (``key`` from :data:`OUTPUT_KEYS`; ``voxel_mm``: on the
+    network grid)."""
     meta = dict(common)
     meta["Sources"] = [source] + ([mask_uri] if mask_uri and key != "brain_mask" else [])
     meta["SpatialReference"] = source
@@ -179,11 +203,14 @@ def sidecar_metadata(key: str, *, source: str, mask_uri: str | None, contrast: s
     if key.startswith("enhanced"):
         meta["Description"] = ("BME-X enhanced image" + (", brain only" if key == "enhanced_brain"
                                                          else ", skull kept") + f" ({contrast})")
+    if voxel_mm is not None:
+        meta.update(network_grid_metadata(key, voxel_mm))
     return meta
 
 
 def write_image_outputs(*, output_dir, source_file, contrast: str, files: dict,
-                        metadata: dict | None = None, bids_dir=None) -> list[Path]:
+                        metadata: dict | None = None, bids_dir=None,
+                        voxel_mm: float | None = None) -> list[Path]:
     """Copy one image's outputs into the derivatives tree with their sidecars, atomically.
 
     Parameters
@@ -200,6 +227,8 @@ def write_image_outputs(*, output_dir, source_file, contrast: str, files: dict,
         Entries shared by every sidecar (QI, age, model, ...).
     bids_dir : path, optional
         Root of the input dataset (outputs mirror its layout).
+    voxel_mm : float, optional
+        The files are on the network grid of this voxel size (``res-`` names and sidecars).
 
     Returns
     -------
@@ -210,7 +239,7 @@ def write_image_outputs(*, output_dir, source_file, contrast: str, files: dict,
     if missing:
         raise ValueError(f"{source_file}: outputs missing for {', '.join(missing)}")
     folder = derivative_folder(output_dir, source_file, bids_dir)
-    names = derivative_names(Path(source_file).name, contrast)
+    names = derivative_names(Path(source_file).name, contrast, voxel_mm)
     source = source_uri(source_file, bids_dir)
     rel = folder.relative_to(Path(output_dir)).as_posix()
     mask_uri = f"bids::{rel + '/' if rel != '.' else ''}{names['brain_mask']}"
@@ -219,7 +248,7 @@ def write_image_outputs(*, output_dir, source_file, contrast: str, files: dict,
         target = folder / names[key]
         atomic_copy(files[key], target)
         meta = sidecar_metadata(key, source=source, mask_uri=mask_uri, contrast=contrast,
-                                common=metadata or {})
+                                common=metadata or {}, voxel_mm=voxel_mm)
         written += [target, atomic_write_json(_NIFTI.sub(".json", str(target)), meta)]
     return written
 

@@ -50,6 +50,7 @@ class RunConfig:
     tiling: str = field(default="fast", metadata=WORKFLOW)
     brain_mask_source: str = field(default="auto", metadata=WORKFLOW)
     age_months: str | None = field(default=None, metadata=WORKFLOW)
+    output_resolution: str = field(default="auto", metadata=WORKFLOW)
     output_spaces: list = field(default_factory=list, metadata=WORKFLOW)
     sloppy: bool = field(default=False, metadata=WORKFLOW)
     nprocs: int | None = field(default=None, metadata=NIPYPE)

@@ -61,7 +61,8 @@ def _run_enhance(cfg: RunConfig, opts) -> int:
             job=job, output_dir=cfg.output_dir, models_dir=cfg.models_dir,
             mask_source=cfg.brain_mask_source, use_gpu=cfg.use_gpu,
             omp_nthreads=cfg.omp_nthreads, tiling=cfg.tiling, precision=cfg.precision,
-            reports=subject is not None, output_spaces=opts.output_spaces or [])])
+            reports=subject is not None, output_spaces=opts.output_spaces or [],
+            output_resolution=cfg.output_resolution)])
     except (FileNotFoundError, ValueError) as exc:
         outcomes[key].status, outcomes[key].reason = "failed", str(exc)
         return log_summary(outcomes)

@@ -42,11 +42,15 @@ def image_workflows(workflow, root: Path) -> dict:
 
 
 def expected_outputs(cfg: RunConfig, job, image_wf) -> list[Path]:
-    """The files an image must have: its derivatives, and its volume table when it has a sink."""
+    """The files an image must have: its derivatives (network-grid ones too when it has their
+    sink), and its volume table when it has a sink."""
     from ..bids.derivatives import derivative_folder, derivative_names, source_entities
 
     folder = derivative_folder(cfg.output_dir, job.path, cfg.bids_dir)
     names = list(derivative_names(job.path.name, job.contrast).values())
+    grid_sink = image_wf.get_node("ds_network_grid") if image_wf is not None else None
+    if grid_sink is not None:
+        names += derivative_names(job.path.name, job.contrast, grid_sink.inputs.voxel_mm).values()
     if image_wf is not None and image_wf.get_node("ds_volumes") is not None:
         names.append(f"{source_entities(job.path.name, job.contrast)}_space-{job.contrast}"
                      "_desc-volumes_morph.tsv")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .. import __version__
 from ..execution.plugins import load_plugin_file
-from ..labels import CONTRASTS, MASK_SOURCES
+from ..labels import CONTRASTS, MASK_SOURCES, OUTPUT_RESOLUTIONS
+from ..resolution import COARSE_AXIS_MM
 from .config import RunConfig, load_settings
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -141,6 +142,15 @@ def _add_output_spaces(group) -> None:
                        "(default: none, no registration)")
 
 
+def _add_output_resolution(group) -> None:
+    group.add_argument("--output-resolution", choices=OUTPUT_RESOLUTIONS, default="auto",
+                       help="grids of the outputs: 'native' the input's grid only; 'network' "
+                       "also the network's 0.8 mm grid (0.75 mm fetal, 'res-' files) in the "
+                       "input's axis order; 'auto' = 'network' for an image with a voxel axis "
+                       f"coarser than {COARSE_AXIS_MM:g} mm, else 'native'. Not "
+                       "--output-spaces' ':res-<N>' (default: %(default)s)")
+
+
 def _add_performance_options(group) -> None:
     group.add_argument("--nprocs", "--n-cpus", "--n_cpus", dest="nprocs", metavar="N",
                        type=_pos_int, help="maximum number of processes (default: all CPUs)")
@@ -199,6 +209,7 @@ def get_parser() -> argparse.ArgumentParser:
     wf.add_argument("--age-months", metavar="MONTHS", type=_age_months,
                     help="age of every processed image, overriding the BIDS tables: months "
                     "(negative: in utero), 'fetal' or 'adult'")
+    _add_output_resolution(wf)
     _add_output_spaces(wf)
 
     other = parser.add_argument_group("Other options")
@@ -290,6 +301,7 @@ def get_enhance_parser() -> argparse.ArgumentParser:
                         help="brain mask to use (any grid); implies --brain-mask-source "
                         "precomputed")
     _add_model_options(parser)
+    _add_output_resolution(parser)
     _add_output_spaces(parser)
     _add_performance_options(parser)
     parser.add_argument("-w", "--work-dir", metavar="DIR",

@@ -95,7 +95,7 @@ def build_workflow(cfg: RunConfig, jobs: list, outcomes: dict):
     settings = {"output_dir": cfg.output_dir, "bids_dir": cfg.bids_dir,
                 "models_dir": cfg.models_dir, "mask_source": cfg.brain_mask_source,
                 "use_gpu": cfg.use_gpu, "omp_nthreads": cfg.omp_nthreads, "tiling": cfg.tiling,
-                "precision": cfg.precision,
+                "precision": cfg.precision, "output_resolution": cfg.output_resolution,
                 "output_spaces": parse_output_spaces(cfg.output_spaces),
                 "registration": SLOPPY_REGISTRATION if cfg.sloppy else None}
     built = []

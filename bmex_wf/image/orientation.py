@@ -6,14 +6,20 @@ obliquity kept), so that its voxel axes point closest to L, P and S; then
 ``net = data_lps.transpose(2, 0, 1)``. For an input whose axes are closest to
 RAS this is exactly the release's recipe (flip the SimpleITK array along y and
 x, then swap array axes 1 and 2), and any orientation of the same head gives
-the same network input.
+the same network input. :func:`restore_axis_order` gives any grid of the LPS frame (the
+network's) the input's axis order back.
 """
 
 from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
-from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+from nibabel.orientations import (
+    axcodes2ornt,
+    inv_ornt_aff,
+    io_orientation,
+    ornt_transform,
+)
 
 from .header import header_image, storable
 
@@ -110,6 +116,44 @@ def restore_orientation(img: nib.spatialimages.SpatialImage,
     out = nib.Nifti1Image(data, original.affine, hdr)
     out.update_header()
     return out
+
+
+def restore_axis_order(img: nib.spatialimages.SpatialImage,
+                       original: nib.spatialimages.SpatialImage,
+                       dtype: np.dtype | str | None = None) -> nib.Nifti1Image:
+    """Put an image on any grid of the LPS frame into the original image's axis order.
+
+    The grid keeps its voxels (no interpolation): its axes are permuted and flipped, and
+    its affine moved with them, so that they point as the original's do (same direction
+    cosines); e.g. the network grid of an input comes back in the input's orientation at
+    the network's voxel size. Header fields (units, q/s-form codes) come from the original.
+
+    Parameters
+    ----------
+    img : nibabel image
+        3-D image whose axes have the directions of ``reorient_to_lps(original)``.
+    original : nibabel image
+        The image before reorientation.
+    dtype : numpy dtype, optional
+        Data type to store (default: the data's own).
+
+    Raises
+    ------
+    ValueError
+        When the axes of ``img`` do not have the directions of the reoriented original.
+    """
+    ornt = _to_lps(original.affine)
+    lps_directions = (original.affine @ inv_ornt_aff(ornt, original.shape[:3]))[:3, :3]
+    directions = np.asarray(img.affine, dtype=float)[:3, :3]
+    if not np.allclose(directions / np.linalg.norm(directions, axis=0),
+                       lps_directions / np.linalg.norm(lps_directions, axis=0), atol=1e-4):
+        raise ValueError("image axes do not have the directions of the original's LPS "
+                         "reorientation")
+    back = ornt_transform(axcodes2ornt(LPS), io_orientation(original.affine))
+    data = nib.orientations.apply_orientation(np.asanyarray(img.dataobj), back)
+    affine = np.asarray(img.affine, dtype=float) @ inv_ornt_aff(back, img.shape[:3])
+    return header_image(data if dtype is None else data.astype(dtype, copy=False), affine,
+                        original.header)
 
 
 def _permute(arr, axes: tuple[int, int, int]) -> np.ndarray:

@@ -39,6 +39,8 @@ class _BMEXDerivativesSinkInputSpec(_SinkInputSpec):
     model_file = traits.Str(desc="enhancement model used")
     qc = File(exists=True, desc="JSON provenance/QC record of the workflow")
     metadata = traits.Dict(desc="entries added to every sidecar (age, its source, ...)")
+    voxel_mm = traits.Float(desc="the images are on the network grid of this voxel size "
+                                 "(res- names, Resolution in the sidecars)")
 
 
 class _BMEXDerivativesSinkOutputSpec(TraitedSpec):
@@ -48,7 +50,8 @@ class _BMEXDerivativesSinkOutputSpec(TraitedSpec):
 class BMEXDerivativesSink(SimpleInterface):
     """Write an image's outputs and JSON sidecars under ``output_dir``, never partially.
 
-    Names follow :mod:`bmex_wf.bids.derivatives`; the node always runs (outputs may have
+    Names follow :mod:`bmex_wf.bids.derivatives` (``res-`` ones with ``voxel_mm``); the node
+    always runs (outputs may have
     been removed by hand), and it is cheap.
     """
 
@@ -89,7 +92,8 @@ class BMEXDerivativesSink(SimpleInterface):
         written = write_image_outputs(
             output_dir=inputs.output_dir, source_file=inputs.source_file,
             contrast=inputs.contrast, files=files, metadata=self._metadata(),
-            bids_dir=inputs.bids_dir if isdefined(inputs.bids_dir) else None)
+            bids_dir=inputs.bids_dir if isdefined(inputs.bids_dir) else None,
+            voxel_mm=inputs.voxel_mm if isdefined(inputs.voxel_mm) else None)
         self._results["out_files"] = [str(p) for p in written]
         return runtime
 

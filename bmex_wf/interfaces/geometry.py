@@ -1,5 +1,6 @@
 """Nipype interfaces for the geometry steps: input validation, exact LPS
-reorientation and its inverse, and resampling.
+reorientation and its inverse (onto the input's grid, or onto the input's axis order for
+another grid), and resampling.
 
 Thin wrappers around :mod:`bmex_wf.image.io`,
 :mod:`bmex_wf.image.orientation` and :mod:`bmex_wf.image.resample`; reorientation and
@@ -103,25 +104,54 @@ class _RestoreOrientationOutputSpec(TraitedSpec):
                                       "qform/sform and codes as the reference")
 
 
-class RestoreOrientation(SimpleInterface):
-    """Put an LPS-frame image back on the original image's grid (the exact inverse)."""
+class _Restore(SimpleInterface):
+    """Read the image and the original, apply ``bmex_wf.image.orientation.<_function>``, write."""
 
-    input_spec = _RestoreOrientationInputSpec
-    output_spec = _RestoreOrientationOutputSpec
+    _function = ""
+    _suffix = ""
 
     def _run_interface(self, runtime):
+        from ..image import orientation
         from ..image.io import ImageError, read_image
-        from ..image.orientation import restore_orientation
 
         img = read_image(self.inputs.in_file)
         original = read_image(self.inputs.reference_file)
         dtype = None if self.inputs.out_dtype == "keep" else self.inputs.out_dtype
         try:
-            out = restore_orientation(img, original, dtype=dtype)
+            out = getattr(orientation, self._function)(img, original, dtype=dtype)
         except ValueError as exc:
             raise ImageError(f"{self.inputs.in_file}: {exc}") from None
-        self._results["out_file"] = write_image(out, self.inputs.in_file, "_orig", runtime.cwd)
+        self._results["out_file"] = write_image(out, self.inputs.in_file, self._suffix, runtime.cwd)
         return runtime
+
+
+class RestoreOrientation(_Restore):
+    """Put an LPS-frame image back on the original image's grid (the exact inverse)."""
+
+    input_spec = _RestoreOrientationInputSpec
+    output_spec = _RestoreOrientationOutputSpec
+    _function, _suffix = "restore_orientation", "_orig"
+
+
+# --------------------------------------------------------------------------------------
+class _RestoreAxisOrderInputSpec(_RestoreOrientationInputSpec):
+    in_file = File(exists=True, mandatory=True,
+                   desc="image on a grid of the LPS frame of the reference (e.g. the network's)")
+    reference_file = File(exists=True, mandatory=True,
+                          desc="the original image whose axis order and orientation are restored")
+
+
+class _RestoreAxisOrderOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="the same grid (voxel size, field of view) in the "
+                                      "reference's axis order and direction cosines")
+
+
+class RestoreAxisOrder(_Restore):
+    """Give an LPS-frame grid the original image's axis order, exactly (no interpolation)."""
+
+    input_spec = _RestoreAxisOrderInputSpec
+    output_spec = _RestoreAxisOrderOutputSpec
+    _function, _suffix = "restore_axis_order", "_axes"
 
 
 # --------------------------------------------------------------------------------------

@@ -245,3 +245,30 @@ class IntensityHistogramRPT(SimpleInterface):
         self._results["out_report"] = plot_histograms(
             before, after, landmarks, out, title=f"Histogram matching to {self.inputs.template}")
         return runtime
+
+
+class _SuperResolutionInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="original image")
+    in_enhanced = File(exists=True, mandatory=True,
+                       desc="enhanced image on the network grid (input's axis order)")
+    out_report = File("superresolution.svg", usedefault=True, desc="name of the SVG figure")
+
+
+class SuperResolutionRPT(SimpleInterface):
+    """The input (nearest neighbour on the network grid) beside the network-grid enhanced
+    image, in cuts across the input's thick slices."""
+
+    input_spec = _SuperResolutionInputSpec
+    output_spec = _ReportOutputSpec
+
+    def _run_interface(self, runtime):
+        import nibabel as nb
+        from nibabel.affines import voxel_sizes
+
+        from bmex_wf.reports.superres import plot_superresolution
+
+        voxel_mm = float(voxel_sizes(nb.load(self.inputs.in_enhanced).affine).max())
+        out = fname_presuffix(self.inputs.out_report, newpath=runtime.cwd)
+        self._results["out_report"] = plot_superresolution(
+            self.inputs.in_file, self.inputs.in_enhanced, out, voxel_mm=round(voxel_mm, 3))
+        return runtime

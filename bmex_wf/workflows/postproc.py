@@ -13,6 +13,8 @@ from ..interfaces.preproc import HistogramMatch
 
 #: Outputs of ``init_bmex_wf`` that are images on the input's original grid.
 IMAGE_OUTPUTS = ("enhanced", "enhanced_brain", "brain_mask", "dseg")
+#: On-disk data type of each image output ("keep": the enhanced head keeps the input's).
+IMAGE_DTYPES = dict(zip(IMAGE_OUTPUTS, ("keep", "float32", "uint8", "uint8")))
 #: Outputs of the postprocessing sub-workflow.
 POSTPROC_OUTPUTS = (*IMAGE_OUTPUTS, "probsegs", "qi", "tct_before", "tct_after")
 
@@ -68,12 +70,6 @@ image to that of the enhanced image.
     skull = pe.Node(SkullAddBack(), name="skull_add_back")
     match_original = pe.Node(HistogramMatch(template=template), name="match_original")
     quality = pe.Node(QualityIndex(), name="quality")
-    restore = {
-        field: pe.Node(RestoreOrientation(out_dtype=dtype), name=f"restore_{field}")
-        for field, dtype in zip(IMAGE_OUTPUTS, ("keep", "float32", "uint8", "uint8"))
-    }
-    restore_probs = pe.MapNode(RestoreOrientation(out_dtype="float32"), iterfield=["in_file"],
-                               name="restore_probsegs")
     workflow.connect([
         (inputnode, recon_back, [("recon", "in_file"), ("reoriented", "reference_file")]),
         (inputnode, scores_back, [("scores", "in_file"), ("reoriented", "reference_file")]),
@@ -86,19 +82,32 @@ image to that of the enhanced image.
         (match_original, quality, [("out_file", "in_original")]),
         (brain_only, quality, [("out_file", "in_enhanced")]),
         (tissues, quality, [("out_dseg", "in_dseg")]),
-        (skull, restore["enhanced"], [("out_file", "in_file")]),
-        (brain_only, restore["enhanced_brain"], [("out_file", "in_file")]),
-        (inputnode, restore["brain_mask"], [("brain_mask", "in_file")]),
-        (tissues, restore["dseg"], [("out_dseg", "in_file")]),
-        (tissues, restore_probs, [("out_probseg", "in_file")]),
-        (inputnode, restore_probs, [("validated", "reference_file")]),
         (quality, outputnode, [("qi", "qi"), ("tct_before", "tct_before"),
                                ("tct_after", "tct_after")]),
-        (restore_probs, outputnode, [("out_file", "probsegs")]),
     ])
-    for field, node in restore.items():
+    add_restore_nodes(workflow, RestoreOrientation, "restore", inputnode, outputnode, {
+        "enhanced": (skull, "out_file"), "enhanced_brain": (brain_only, "out_file"),
+        "brain_mask": (inputnode, "brain_mask"), "dseg": (tissues, "out_dseg"),
+        "probsegs": (tissues, "out_probseg")})
+    return workflow
+
+
+def add_restore_nodes(workflow, interface, prefix: str, inputnode, outputnode,
+                      sources: dict) -> None:
+    """One ``interface`` node per image output, and a MapNode for the probsegs.
+
+    ``sources`` maps each field of :data:`IMAGE_OUTPUTS` and ``probsegs`` to the (node,
+    output) holding it on the LPS frame; each node takes the original from
+    ``inputnode.validated``, is named ``<prefix>_<field>`` and feeds ``outputnode.<field>``.
+    """
+    for field, (source, output) in sources.items():
+        if field == "probsegs":
+            node = pe.MapNode(interface(out_dtype="float32"), iterfield=["in_file"],
+                              name=f"{prefix}_{field}")
+        else:
+            node = pe.Node(interface(out_dtype=IMAGE_DTYPES[field]), name=f"{prefix}_{field}")
         workflow.connect([
+            (source, node, [(output, "in_file")]),
             (inputnode, node, [("validated", "reference_file")]),
             (node, outputnode, [("out_file", field)]),
         ])
-    return workflow

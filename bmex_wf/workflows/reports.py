@@ -15,6 +15,7 @@ from ..interfaces.reportlets import (
     DisplayGrid,
     IntensityHistogramRPT,
     QCSummary,
+    SuperResolutionRPT,
     TissueSegRPT,
 )
 from ..labels import CONTRASTS
@@ -39,14 +40,15 @@ def template_name(age_group: str, contrast: str) -> str:
 
 
 def init_report_wf(*, output_dir: str | Path, contrast: str, display_spacing: float = 1.0,
-                   name: str = "report_wf") -> Workflow:
+                   superresolution: bool = False, name: str = "report_wf") -> Workflow:
     """Make the visual QC reportlets of one image and sink them into ``sub-<label>/figures``.
 
     Figures (``<src>`` = the source name without its suffix, ``<C>`` = ``contrast``):
     ``<src>_desc-summary_<C>.html`` (summary panel, with the QC record embedded),
     ``<src>_desc-enhancement_<C>.svg`` (original/enhanced flicker),
-    ``<src>_space-<C>_desc-brain_mask.svg``, ``<src>_space-<C>_dseg.svg`` and
-    ``<src>_desc-histogram_<C>.svg``.
+    ``<src>_space-<C>_desc-brain_mask.svg``, ``<src>_space-<C>_dseg.svg``,
+    ``<src>_desc-histogram_<C>.svg`` and, with ``superresolution``,
+    ``<src>_desc-superresolution_<C>.svg`` (input vs network-grid enhanced image).
 
     Parameters
     ----------
@@ -56,6 +58,8 @@ def init_report_wf(*, output_dir: str | Path, contrast: str, display_spacing: fl
         ``T1w`` or ``T2w``.
     display_spacing
         Voxel size (mm) of the grid the figures are drawn from.
+    superresolution
+        Add the super-resolution figure (needs ``enhanced_network``).
     name
         Workflow name.
 
@@ -75,6 +79,8 @@ def init_report_wf(*, output_dir: str | Path, contrast: str, display_spacing: fl
         The workflow's QC JSON.
     age_group
         Age group (``Month24``, ``Fetal``, ...): selects the template of the histogram plot.
+    enhanced_network
+        Enhanced image on the network grid (with ``superresolution``).
 
     Outputs
     -------
@@ -85,7 +91,8 @@ def init_report_wf(*, output_dir: str | Path, contrast: str, display_spacing: fl
         raise ValueError(f"contrast must be 'T1w' or 'T2w', got {contrast!r}")
     workflow = Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=[
-        "source_file", "in_file", "enhanced", "brain_mask", "dseg", "qc", "age_group"]),
+        "source_file", "in_file", "enhanced", "brain_mask", "dseg", "qc", "age_group",
+        "enhanced_network"]),
         name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["out_figures"]), name="outputnode")
 
@@ -109,6 +116,11 @@ def init_report_wf(*, output_dir: str | Path, contrast: str, display_spacing: fl
         "dseg": (seg_rpt, {"space": contrast, "suffix": "dseg"}),
         "histogram": (histogram, {"desc": "histogram"}),
     }
+    if superresolution:
+        superres = pe.Node(SuperResolutionRPT(), name="superres", mem_gb=1.5)
+        workflow.connect([(inputnode, superres, [("in_file", "in_file"),
+                                                 ("enhanced_network", "in_enhanced")])])
+        figures["superres"] = (superres, {"desc": "superresolution"})
     merge = pe.Node(niu.Merge(len(figures)), name="merge_figures", run_without_submitting=True)
 
     workflow.connect([
