@@ -200,6 +200,7 @@ def test_other_plugins_untouched():
 def test_bids_app_build_adds_requests(tmp_path, monkeypatch):
     """The app's workflow gets the per-node requests of the plugin file."""
     from bmex_wf.cli import workflow as cli_workflow
+    from bmex_wf.cli.config import RunConfig
 
     seen = {}
 
@@ -207,12 +208,8 @@ def test_bids_app_build_adds_requests(tmp_path, monkeypatch):
         seen.update(plugin=plugin, gpu=gpu)
 
     monkeypatch.setattr(plugins, "apply_node_resources", fake_apply)
-    cfg = type("Cfg", (), {"work_dir": tmp_path, "output_dir": tmp_path / "out",
-                           "bids_dir": tmp_path, "models_dir": None,
-                           "brain_mask_source": "auto", "use_gpu": False, "omp_nthreads": 1,
-                           "tiling": "fast", "precision": "auto", "device": "cpu",
-                           "plugin": "SLURM", "plugin_args": {}, "output_spaces": [],
-                           "sloppy": False})()
+    cfg = RunConfig(bids_dir=tmp_path, output_dir=tmp_path / "out", work_dir=tmp_path,
+                    device="cpu", plugin="SLURM")
     cli_workflow.build_workflow(cfg, [], {})
     assert seen == {"plugin": "SLURM", "gpu": False}
 
