@@ -325,3 +325,43 @@ def test_crop_stream_draws_at_most_max_kinds():
     stream = CropStream([_volume(0)], 16, seed=3, max_kinds=1, p_clean=0.0)
     kinds = [example["kinds"] for _, example in zip(range(6), stream)]
     assert all(k and "," not in k for k in kinds), kinds
+
+
+def test_stop_step_keeps_the_schedule_of_steps(tmp_path, one_thread):
+    """``stop_step`` ends the run early; the learning rate follows the schedule of ``steps``."""
+    from bmex_wf.training.loop import _lr
+
+    vols = [_volume(0), _volume(1)]
+    config = TrainConfig(width=8, crop=16, batch=2, steps=100, stop_step=2, val_every=50, val_crop=16,
+                         val_per_kind=1, workers=0, num_threads=1, calibration_batches=1)
+    result = train(vols[:1], [], config, tmp_path / "run", progress=False)
+    assert result["step"] == 2 and load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 2
+    assert _lr(2, config) > _lr(2, TrainConfig(steps=2))  # not the decay of a 2-step run
+
+
+def test_pair_crops_come_from_the_pair_or_its_degraded_target():
+    """A real pair's crop uses its stored input, or with ``synthetic`` a degradation of its target."""
+    vol = _volume(0)
+    vol.degraded = np.asarray(vol.clean) * 0.5
+    rng = np.random.default_rng(0)
+    real = make_example(vol, 16, rng, margin=0)
+    assert real["kinds"] == "pair"
+    np.testing.assert_allclose(real["input"], real["target"] * 0.5 * real["mask"], atol=1e-4)
+    synthetic = make_example(vol, 16, rng, margin=0, kinds=("noise",), synthetic=True)
+    assert synthetic["kinds"] == "noise"
+    assert not np.allclose(synthetic["input"], synthetic["target"] * 0.5 * synthetic["mask"], atol=1.0)
+
+
+def test_split_slab_keeps_training_crops_out_of_the_slab():
+    """The held-out slab is contiguous; the training parts stay ``gap`` voxels away from it."""
+    from bmex_wf.training.data import slab_bounds, split_slab
+
+    vol = _volume(0)
+    vol.degraded = np.asarray(vol.clean).copy()
+    start, stop = slab_bounds(vol.mask, 2, 0.4, 0.6)
+    parts, held = split_slab(vol, 2, 0.4, 0.6, gap=4)
+    assert held.clean.shape[2] == stop - start
+    np.testing.assert_array_equal(held.clean, np.asarray(vol.clean)[:, :, start:stop])
+    before, after = parts
+    assert before.clean.shape[2] == start - 4 and after.clean.shape[2] == vol.clean.shape[2] - stop - 4
+    assert held.degraded is not None and held.weight == vol.weight

@@ -74,6 +74,7 @@ def get_parser() -> argparse.ArgumentParser:
          + "and exported (0: none)"),
         ("checkpoint_minutes", "minutes between resumable checkpoints"),
         ("max_minutes", "stop after this many minutes (0: no limit)"),
+        ("stop_step", "stop at this step, keeping the learning-rate schedule of --steps (0: at --steps)"),
         ("num_threads", "CPU threads for PyTorch"),
         ("workers", "data-loader processes preparing degraded crops"),
     ):

@@ -60,6 +60,7 @@ class TrainConfig:
     calibration_batches: int = 8
     checkpoint_minutes: float = 5.0
     max_minutes: float = 0.0
+    stop_step: int = 0
     device: str = "auto"
     num_threads: int = 1
     workers: int = 1
@@ -366,7 +367,8 @@ def train(train_volumes: list[Volume], val_volumes: list[Volume], config: TrainC
                                    candidate=False)
     norms = batch_norms(network)
     for batch in batches:
-        if step >= config.steps or (config.max_minutes and time.monotonic() - started > 60 * config.max_minutes):
+        if step >= (config.stop_step or config.steps) or (
+                config.max_minutes and time.monotonic() - started > 60 * config.max_minutes):
             break
         network.train()
         if config.freeze_bn:  # fixed statistics: BN layers act as per-channel affine maps
