@@ -10,12 +10,14 @@ anterior-posterior extent, ``scripts/train_builtin.sh``) and for the whole half 
     python benchmarks/eval_pair.py [--model FILE] [--threads 2]
 
 Last line: ``slab_psnr_in_db= slab_psnr_out_db= slab_gain_db= slab_corr_in= slab_corr_out=
-half_psnr_in_db= half_psnr_out_db=``.
+half_psnr_in_db= half_psnr_out_db= enhance_seconds=`` (the network's time on
+the half brain, from the QC record).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -52,8 +54,8 @@ def slab_mask(mask: np.ndarray, axis: int = SLAB_AXIS, fractions=SLAB) -> np.nda
     return keep
 
 
-def run_workflow(model: Path, work: Path, threads: int) -> Path:
-    """``enhanced_brain`` of the pair's input through ``init_bmex_wf``; returns its path."""
+def run_workflow(model: Path, work: Path, threads: int) -> tuple[Path, float]:
+    """``enhanced_brain`` of the pair's input through ``init_bmex_wf``, and the network's seconds."""
     from bmex_wf.workflows.base import init_bmex_wf
 
     models = work / "models"
@@ -68,7 +70,8 @@ def run_workflow(model: Path, work: Path, threads: int) -> Path:
     wf.inputs.inputnode.in_file = str(PAIR / INPUT)
     wf.inputs.inputnode.in_mask = str(mask)
     ran = {node.name: node for node in wf.run(plugin="Linear").nodes()}
-    return Path(ran["restore_enhanced_brain"].result.outputs.out_file)
+    qc = json.loads(Path(ran["write_qc"].result.outputs.out_file).read_text())
+    return Path(ran["restore_enhanced_brain"].result.outputs.out_file), qc["Timings"]["EnhanceSeconds"]
 
 
 def main(argv=None) -> int:
@@ -86,17 +89,18 @@ def main(argv=None) -> int:
     brain = target > 0
     slab = slab_mask(brain)
     with tempfile.TemporaryDirectory() as tmp:
-        enhanced = np.asarray(nib.load(run_workflow(opts.model, Path(tmp), opts.threads)).dataobj,
-                              dtype=np.float32)
+        path, seconds = run_workflow(opts.model, Path(tmp), opts.threads)
+        enhanced = np.asarray(nib.load(path).dataobj, dtype=np.float32)
     scores = {
         "slab_psnr_in_db": psnr(source, target, slab), "slab_psnr_out_db": psnr(enhanced, target, slab),
         "slab_corr_in": correlation(source, target, slab), "slab_corr_out": correlation(enhanced, target, slab),
         "half_psnr_in_db": psnr(source, target, brain), "half_psnr_out_db": psnr(enhanced, target, brain),
     }
     scores["slab_gain_db"] = scores["slab_psnr_out_db"] - scores["slab_psnr_in_db"]
+    scores["enhance_seconds"] = seconds
     LOGGER.info("model %s; slab %d voxels, half %d voxels", opts.model, int(slab.sum()), int(brain.sum()))
     order = ("slab_psnr_in_db", "slab_psnr_out_db", "slab_gain_db", "slab_corr_in", "slab_corr_out",
-             "half_psnr_in_db", "half_psnr_out_db")
+             "half_psnr_in_db", "half_psnr_out_db", "enhance_seconds")
     sys.stdout.write(" ".join(f"{k}={scores[k]:.4f}" for k in order) + "\n")
     return 0
 
