@@ -37,11 +37,11 @@ from bmex_wf.models.checkpoints import load_network
 from bmex_wf.models.inference import (
     enhance_volume,
     memory_format,
+    network_precision,
     precision_name,
-    resolve_precision,
     run_tiles,
 )
-from bmex_wf.models.networks import build_network, is_compact
+from bmex_wf.models.networks import build_network
 from bmex_wf.models.registry import builtin_model_path
 from bmex_wf.models.stitching import UPSTREAM_COUNTER_START, Stitcher
 from bmex_wf.models.tiling import (
@@ -180,7 +180,7 @@ def run_engine_tiles(net, vol, grid: TileGrid, starts, dtype, counter_start=0.0)
     net = net.to(memory_format=memory_format(CPU))
     t0 = time.perf_counter()
     maps = run_tiles(net, np.ascontiguousarray(vol[box]), sub, stitcher,
-                     outputs=lambda r: torch.cat([r[1], r[0]], 1), device=CPU, dtype=dtype,
+                     outputs=lambda r: torch.cat([r[1], r[0]], 1), device=CPU, precision=dtype,
                      batch_size=1, progress=False)
     return (box, maps), (time.perf_counter() - t0) / len(sub)
 
@@ -282,7 +282,7 @@ def main(argv=None) -> int:
     rows = []
     vol, mask = load_volume(args.subject, args.template, args.crop)
     net = benchmark_network(args)
-    default = resolve_precision("auto", CPU, is_compact(net))
+    default = network_precision(net, "auto", CPU).dtype
     other = None if default is not None else torch.bfloat16
     if args.compile_check:
         compile_check(args, net, default, len(fast_grid(mask)))

@@ -9,6 +9,8 @@ resolutions); official widths are 64 (E) and 32 (S).
 
 from __future__ import annotations
 
+import contextlib
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -76,14 +78,26 @@ def check_input_shape(shape) -> None:
         )
 
 
+def _in_float32(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Run ``layer`` on ``x`` in float32 with autocast off."""
+    with torch.autocast(x.device.type, enabled=False):
+        return layer(x.float())
+
+
 class _DenseUNet(nn.Module):
-    """Host module for one or more dense U-Net trunks with checkpoint-exact names."""
+    """Host module for one or more dense U-Net trunks with checkpoint-exact names.
+
+    Layers named in ``fp32_layers`` run in float32 even under autocast.
+    """
+
+    fp32_layers: frozenset = frozenset()
 
     def _add(self, name: str, layer: nn.Module) -> None:
         self.add_module(name, layer)
 
-    def _layer(self, name: str) -> nn.Module:
-        return self._modules[name]
+    def _layer(self, name: str):
+        layer = self._modules[name]
+        return partial(_in_float32, layer) if name in self.fp32_layers else layer
 
     def _add_dense_block(self, block: _Block, cin: int, f: int, sfx: str) -> int:
         """Register a head conv, its BN and three dense units; return output channels."""
@@ -171,6 +185,9 @@ class EnhancementNetwork(_DenseUNet):
 
     n_classes = 4
     kind = "enhance"
+    #: The reconstruction trunk's last dense block and output layer (kept in float32 by
+    #: :func:`float32_tail`).
+    RECON_TAIL = frozenset(f"{layer}{n}_recon" for n in (28, 29, 30, 31, 32) for layer in ("conv", "bn"))
 
     def __init__(self, width: int = OFFICIAL_WIDTH["enhance"]):
         super().__init__()
@@ -206,6 +223,20 @@ class SkullStripNetwork(_DenseUNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input_shape(x.shape)
         return torch.softmax(self._trunk(x), dim=1)
+
+
+@contextlib.contextmanager
+def float32_tail(network: nn.Module, enabled: bool = True, layers=None):
+    """Within the block, run ``layers`` of ``network`` (default: its ``RECON_TAIL``) in float32."""
+    if not enabled:
+        yield network
+        return
+    before = network.fp32_layers
+    network.fp32_layers = frozenset(network.RECON_TAIL if layers is None else layers)
+    try:
+        yield network
+    finally:
+        network.fp32_layers = before
 
 
 def is_compact(network: nn.Module) -> bool:
