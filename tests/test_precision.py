@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from importlib import resources
-
 import numpy as np
 import pytest
 import torch
@@ -20,7 +17,7 @@ from bmex_wf.models.precision import (
     network_precision,
     resolve_precision,
 )
-from bmex_wf.models.registry import builtin_model_path, file_sha256
+from bmex_wf.models.registry import file_sha256
 from bmex_wf.testing.rule_weights import apply_rule_weights
 
 CPU = torch.device("cpu")
