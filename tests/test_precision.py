@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from importlib import resources
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +12,7 @@ import torch
 from bmex_wf.models import precision as prec
 from bmex_wf.models.checkpoints import load_network, save_network
 from bmex_wf.models.inference import enhance_volume, run_enhancement
-from bmex_wf.models.networks import build_network, float32_tail
+from bmex_wf.models.networks import build_network, float32_layers, float32_part
 from bmex_wf.models.precision import (
     BF16_MIN_PSNR_DB,
     Precision,
@@ -17,7 +20,7 @@ from bmex_wf.models.precision import (
     network_precision,
     resolve_precision,
 )
-from bmex_wf.models.registry import file_sha256
+from bmex_wf.models.registry import builtin_model_path, file_sha256
 from bmex_wf.testing.rule_weights import apply_rule_weights
 
 CPU = torch.device("cpu")
@@ -28,8 +31,10 @@ def test_bf16_becomes_default_only_from_45_db():
     assert bf16_default({"bf16_psnr_db": 45.0}) == Precision(torch.bfloat16)
     assert bf16_default({"bf16_psnr_db": 44.99}) == Precision(None)
     assert bf16_default({"bf16_psnr_db": 31.0, "bf16_tail32_psnr_db": 46.0}) == \
-        Precision(torch.bfloat16, fp32_tail=True)
+        Precision(torch.bfloat16, "tail")
     assert bf16_default({"bf16_psnr_db": 31.0, "bf16_tail32_psnr_db": 40.0}) == Precision(None)
+    assert bf16_default({"bf16_psnr_db": 31.0, "bf16_tail32_psnr_db": 40.0,
+                         "bf16_recon32_psnr_db": 80.0}) == Precision(torch.bfloat16, "recon")
     assert bf16_default(None) == Precision(None)
 
 
@@ -43,8 +48,8 @@ def test_auto_uses_bf16_only_on_native_cpus(monkeypatch, native):
     # explicit names are taken as given
     assert resolve_precision("bf16", CPU).dtype is torch.bfloat16
     assert resolve_precision("fp32", CPU, good).dtype is None
-    assert resolve_precision("bf16-tail32", CPU) == Precision(torch.bfloat16, fp32_tail=True)
-    assert resolve_precision("bf16-tail32", CPU).name == "bf16-tail32"
+    assert resolve_precision("bf16-tail32", CPU) == Precision(torch.bfloat16, "tail")
+    assert resolve_precision("bf16-recon32", CPU).name == "bf16-recon32"
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("int8", CPU)
 
@@ -69,16 +74,38 @@ def test_recorded_figures_follow_the_file(tmp_path, monkeypatch):
     assert network_precision(net, "auto", CPU).dtype is None  # not loaded from a file
 
 
-def test_float32_tail_runs_the_last_layers_in_float32():
+def test_builtin_record_is_applied_by_its_rule():
+    records = json.loads(resources.files("bmex_wf.data").joinpath("precision.json").read_text())["networks"]
+    path = builtin_model_path()
+    if path is None:
+        pytest.skip("no built-in model in this installation")
+    record = records.get(file_sha256(path))
+    assert record is not None, "the built-in model's bf16 figures are not recorded"
+    assert {"bf16_psnr_db", "bf16_tail32_psnr_db", "bf16_recon32_psnr_db", "command"} <= set(record)
+    # measured: bf16 and bf16-tail32 stay below 45 dB, bf16-recon32 reaches it
+    assert bf16_default(record) == Precision(torch.bfloat16, "recon")
+    net = load_network(path, "enhance")
+    native = network_precision(net, "auto", CPU)
+    assert native.name == ("bf16-recon32" if prec.cpu_has_native_bf16() else "fp32")
+
+
+@pytest.mark.parametrize("part", ["tail", "recon"])
+def test_float32_parts_run_in_float32(part):
     net = apply_rule_weights(build_network("enhance", 8))
     x = torch.rand(1, 1, 16, 16, 16) * 900
+    names = float32_part(net, part)
+    assert "conv32_recon" in names and "conv32" not in names
+    assert ("conv2_con" in names) == (part == "recon") and ("conv1_recon" in names) == (part == "recon")
+    with torch.inference_mode():
+        exact = net(x)[1]
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        assert net(x)[1].dtype is torch.bfloat16
-        with float32_tail(net):
+        low = net(x)[1]
+        assert low.dtype is torch.bfloat16
+        with float32_layers(net, part):
             seg, recon = net(x)
         assert recon.dtype is torch.float32 and seg.dtype is torch.bfloat16
         assert net.fp32_layers == frozenset()
-        assert net(x)[1].dtype is torch.bfloat16
+    assert (recon - exact).abs().max() <= (low.float() - exact).abs().max()
 
 
 def test_bf16_run_reports_its_precision_and_stays_close():

@@ -25,7 +25,7 @@ class _EnhanceInputSpec(BaseInterfaceInputSpec):
     geometry = traits.Str(default_geometry("cpu").name, usedefault=True,
                           desc="tile geometry of the fast scheme (models.geometry name); workflows "
                                "pass the GPU geometry when use_gpu is set, so it enters the hash")
-    precision = traits.Enum("auto", "fp32", "bf16", "bf16-tail32", "fp16", usedefault=True,
+    precision = traits.Enum("auto", "fp32", "bf16", "bf16-tail32", "bf16-recon32", "fp16", usedefault=True,
                             desc="numerical precision of the network")
     use_gpu = traits.Bool(False, usedefault=True, nohash=True,
                           desc="run on a CUDA device (scheduled against n_gpu_procs)")

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .geometry import TileSpec, default_geometry, parse_geometry
-from .networks import float32_tail, is_compact
+from .networks import float32_layers, is_compact
 from .placement import fit_grid
 from .precision import (  # noqa: F401  (re-exported: the public names of the former module)
     BF16_MIN_PSNR_DB,
@@ -189,7 +189,7 @@ def run_tiles(network: torch.nn.Module, volume: np.ndarray, grid: TileGrid, stit
     layout = memory_format(device)
     source = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32)).to(device)
     bar = tqdm(total=len(grid), desc=desc, unit="tile", disable=not progress, leave=False)
-    tail = float32_tail(network, precision.fp32_tail and dtype is not None)
+    tail = float32_layers(network, precision.fp32_part if dtype is not None else None)
     with torch.inference_mode(), autocast, _cudnn_benchmark(device), tail, bar:
         for starts, size in _batches(grid, batch_size):
             batch = _tile_batch(source, starts, size).contiguous(memory_format=layout)
@@ -306,7 +306,7 @@ def enhance_volume(volume, network: torch.nn.Module, *, mask=None, tiling: str =
         Tiles of the fast scheme (default: the device kind's, :mod:`.geometry`).
     device : str or torch.device
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda[:N]"``.
-    precision : {"auto", "fp32", "bf16", "bf16-tail32", "fp16"}
+    precision : {"auto", "fp32", "bf16", "bf16-tail32", "bf16-recon32", "fp16"}
         Autocast dtype; ``"auto"`` follows :func:`.precision.resolve_precision` (bfloat16 only
         for networks with a recorded bf16 fidelity of at least 45 dB, on devices that run it
         natively; else float32).

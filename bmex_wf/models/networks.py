@@ -185,9 +185,10 @@ class EnhancementNetwork(_DenseUNet):
 
     n_classes = 4
     kind = "enhance"
-    #: The reconstruction trunk's last dense block and output layer (kept in float32 by
-    #: :func:`float32_tail`).
-    RECON_TAIL = frozenset(f"{layer}{n}_recon" for n in (28, 29, 30, 31, 32) for layer in ("conv", "bn"))
+    #: Layer sets :func:`float32_layers` can keep in float32: ``tail``, the reconstruction
+    #: trunk's last dense block and output layer; ``recon``, the connection and the whole
+    #: reconstruction trunk (only the segmentation trunk left in reduced precision).
+    FLOAT32_PARTS = ("tail", "recon")
 
     def __init__(self, width: int = OFFICIAL_WIDTH["enhance"]):
         super().__init__()
@@ -203,8 +204,8 @@ class EnhancementNetwork(_DenseUNet):
     def forward(self, x: torch.Tensor):
         check_input_shape(x.shape)
         seg = self._trunk(x)
-        a = self._bn_relu("bn1_con", self.conv1_con(torch.softmax(seg, dim=1)))
-        b = self._bn_relu("bn2_con", self.conv2_con(x))
+        a = self._bn_relu("bn1_con", self._layer("conv1_con")(torch.softmax(seg, dim=1)))
+        b = self._bn_relu("bn2_con", self._layer("conv2_con")(x))
         recon = self._trunk(torch.cat([a, b], 1), "_recon")
         return seg, recon
 
@@ -225,14 +226,29 @@ class SkullStripNetwork(_DenseUNet):
         return torch.softmax(self._trunk(x), dim=1)
 
 
+def float32_part(network: nn.Module, part: str) -> frozenset:
+    """Names of the layers of ``part`` (see ``EnhancementNetwork.FLOAT32_PARTS``)."""
+    names = [name for name, _ in network.named_children()]
+    if part == "tail":
+        tail = {f"{layer}{n}_recon" for n in (28, 29, 30, 31, 32) for layer in ("conv", "bn")}
+        return frozenset(n for n in names if n in tail)
+    if part == "recon":
+        return frozenset(n for n in names if n.endswith(("_recon", "_con")))
+    raise ValueError(f"unknown float32 part {part!r}; expected 'tail' or 'recon'")
+
+
 @contextlib.contextmanager
-def float32_tail(network: nn.Module, enabled: bool = True, layers=None):
-    """Within the block, run ``layers`` of ``network`` (default: its ``RECON_TAIL``) in float32."""
-    if not enabled:
+def float32_layers(network: nn.Module, layers=None):
+    """Within the block, run ``layers`` of ``network`` in float32 under autocast.
+
+    ``layers``: a part name (``"tail"``, ``"recon"``), a set of layer names, or ``None``
+    (nothing changed).
+    """
+    if not layers:
         yield network
         return
     before = network.fp32_layers
-    network.fp32_layers = frozenset(network.RECON_TAIL if layers is None else layers)
+    network.fp32_layers = float32_part(network, layers) if isinstance(layers, str) else frozenset(layers)
     try:
         yield network
     finally:

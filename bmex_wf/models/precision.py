@@ -1,9 +1,10 @@
 """Numerical precision per device and per network (autocast dtype, float32 tail).
 
 Rule for ``precision="auto"``: a network runs in bfloat16 by default only where its recorded
-bf16-vs-float32 recon PSNR reaches :data:`BF16_MIN_PSNR_DB` (45 dB), with the reconstruction
-trunk's last layers kept in float32 when that is what reaches it; everything else runs in
-float32. On CPU bfloat16 is used only where the CPU computes it natively (AVX512-BF16 or
+bf16-vs-float32 recon PSNR reaches :data:`BF16_MIN_PSNR_DB` (45 dB): all of it in bf16 if that
+reaches it, else with the reconstruction trunk's last layers in float32 (``bf16-tail32``),
+else with the connection and the whole reconstruction trunk in float32 (``bf16-recon32``, only
+the segmentation trunk in bf16); failing all three it runs in float32. On CPU bfloat16 is used only where the CPU computes it natively (AVX512-BF16 or
 AMX); on CUDA where the GPU supports it, else float16. Figures are recorded per checkpoint
 (SHA-256 of the file) in the package data ``precision.json``, measured with
 ``benchmarks/bench_inference.py --precision-only`` (benchmarks/README.md): a network whose
@@ -28,21 +29,23 @@ _DTYPES = {
     "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
     "fp16": torch.float16, "float16": torch.float16,
 }
+#: Network parts that can stay in float32 under bf16, in the order the rule tries them.
+FLOAT32_PARTS = ("tail", "recon")
 #: Precision names accepted by :func:`resolve_precision` besides ``"auto"``.
-PRECISIONS = ("fp32", "bf16", "bf16-tail32", "fp16")
+PRECISIONS = ("fp32", "bf16", "bf16-tail32", "bf16-recon32", "fp16")
 
 
 @dataclass(frozen=True)
 class Precision:
-    """Autocast dtype (``None``: float32) and whether the recon trunk's tail stays in float32."""
+    """Autocast dtype (``None``: float32) and the network part kept in float32 (``tail``, ``recon``)."""
 
     dtype: torch.dtype | None
-    fp32_tail: bool = False
+    fp32_part: str | None = None
 
     @property
     def name(self) -> str:
         base = precision_name(self.dtype)
-        return f"{base}-tail32" if self.fp32_tail and self.dtype is not None else base
+        return f"{base}-{self.fp32_part}32" if self.fp32_part and self.dtype is not None else base
 
 
 def precision_name(dtype: torch.dtype | None) -> str:
@@ -81,17 +84,16 @@ def recorded_fidelity(sha256: str | None) -> dict | None:
 
 
 def bf16_default(record: dict | None) -> Precision:
-    """The default low precision a fidelity ``record`` allows: bf16, bf16 with a float32 tail, or float32.
+    """The default precision a fidelity ``record`` allows: bf16, bf16-tail32, bf16-recon32 or float32.
 
-    ``record`` holds ``bf16_psnr_db`` and optionally ``bf16_tail32_psnr_db`` (recon PSNR of
-    bf16 against float32); each must reach :data:`BF16_MIN_PSNR_DB`.
+    ``record`` holds ``bf16_psnr_db`` and optionally ``bf16_tail32_psnr_db`` and
+    ``bf16_recon32_psnr_db`` (recon PSNR against float32); the first to reach
+    :data:`BF16_MIN_PSNR_DB` wins.
     """
-    if not record:
-        return Precision(None)
-    if record.get("bf16_psnr_db", -1.0) >= BF16_MIN_PSNR_DB:
-        return Precision(torch.bfloat16)
-    if (record.get("bf16_tail32_psnr_db") or -1.0) >= BF16_MIN_PSNR_DB:
-        return Precision(torch.bfloat16, fp32_tail=True)
+    for part in (None, *FLOAT32_PARTS):
+        key = f"bf16_{part}32_psnr_db" if part else "bf16_psnr_db"
+        if record and (record.get(key) or -1.0) >= BF16_MIN_PSNR_DB:
+            return Precision(torch.bfloat16, part)
     return Precision(None)
 
 
@@ -100,17 +102,18 @@ def resolve_precision(precision: str, device: torch.device, record: dict | None 
 
     ``"auto"``: :func:`bf16_default` of ``record`` where the device runs bfloat16 natively
     (on CUDA without bfloat16, float16 stands in for it), else float32. Explicit names
-    (``fp32``, ``bf16``, ``bf16-tail32``, ``fp16``) are taken as given.
+    (:data:`PRECISIONS`) are taken as given.
     """
     if precision == "auto":
         chosen = bf16_default(record)
         if chosen.dtype is None:
             return chosen
         if device.type == "cuda":
-            return chosen if torch.cuda.is_bf16_supported() else Precision(torch.float16, chosen.fp32_tail)
+            return chosen if torch.cuda.is_bf16_supported() else Precision(torch.float16, chosen.fp32_part)
         return chosen if cpu_has_native_bf16() else Precision(None)
-    if precision in ("bf16-tail32", "bfloat16-tail32"):
-        return Precision(torch.bfloat16, fp32_tail=True)
+    for part in FLOAT32_PARTS:
+        if precision == f"bf16-{part}32":
+            return Precision(torch.bfloat16, part)
     if precision not in _DTYPES:
         raise ValueError(f"unknown precision {precision!r}; use 'auto' or one of {PRECISIONS}")
     return Precision(_DTYPES[precision])
