@@ -33,7 +33,7 @@ UPSTREAM_PATCH = 40
 UPSTREAM_STEP = 18
 UPSTREAM_MARGIN = 5
 
-#: Default fast scheme, chosen by measurement (see benchmarks/README.md).
+#: Lattice defaults (the fast scheme before mask-fitted placement, :mod:`.placement`).
 FAST_TILE = 40
 FAST_MARGIN = 5
 FAST_DILATION = 2
