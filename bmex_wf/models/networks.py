@@ -247,12 +247,13 @@ def float32_layers(network: nn.Module, layers=None):
     if not layers:
         yield network
         return
-    before = network.fp32_layers
-    network.fp32_layers = float32_part(network, layers) if isinstance(layers, str) else frozenset(layers)
+    module = getattr(network, "_orig_mod", network)  # the module inside torch.compile's wrapper
+    before = module.fp32_layers
+    module.fp32_layers = float32_part(module, layers) if isinstance(layers, str) else frozenset(layers)
     try:
         yield network
     finally:
-        network.fp32_layers = before
+        module.fp32_layers = before
 
 
 def is_compact(network: nn.Module) -> bool:
