@@ -1,110 +1,145 @@
 """Benchmark whole-volume enhancement: the release's patch scheme vs the fast scheme.
 
-One process, one machine, one set of weights (network E built with the fixture rule), one
-real brain from ``../shared/data/test_BIDS`` (reoriented to LPS, network order, histogram
-matched to the 24-month template). Run from the repository root::
+One process, one machine; network E with fixture-rule weights (or ``--model``), one real
+brain (``sub-0002`` from ``../shared/data/test_BIDS``, reoriented to LPS, network order,
+histogram matched to the 24-month template; or the same brain from a ``.npz`` written by
+``make_bench_data.py``, which is what a GPU machine without ``../shared`` reads). Run from
+the repository root::
 
-    nice -n 5 python benchmarks/bench_inference.py          # full, official-size network
-    python benchmarks/bench_inference.py --quick             # reduced smoke run (< 3 min)
+    nice -n 5 python benchmarks/bench_inference.py            # full, official-size network
+    python benchmarks/bench_inference.py --quick               # width-8 smoke run
+    python benchmarks/bench_inference.py --tiles-only          # tile counts, work ratio; no network
+    python benchmarks/bench_inference.py --precision-only      # built-in model: bf16 vs fp32
+    python benchmarks/bench_inference.py --device cuda         # GPU: batched tiles, bf16/fp16
 
-Timing of the release scheme: its patches are run one per forward pass in float32 with the
-default memory layout, as the release does, on a contiguous block of ``--sample`` patches
-(a patch costs the same wherever it lies) and extrapolated to its full patch count.
-Fidelity: the exact release output is computed on the region that a 2x2x2 sub-block of that
-sample fully determines; the release with its grid started 9 voxels earlier is computed on
-the same region, and both are compared with the fast scheme's output there (brain voxels).
+* ``fast_s``: wall time of one whole-brain ``run_enhancement`` call (tile placement, the
+  network, stitching and the copy back included). On CUDA the brain is run twice and
+  ``seconds_per_brain`` is the second (warm) run.
+* ``upstream_s``: the release's loop (one 40³ patch per forward pass, float32, default
+  layout), timed on the patches over the fidelity regions after one warm-up patch, times its
+  patch count for this brain.
+* Fidelity: exact maps on two regions (brain centre, cortical edge; ``--region`` voxels
+  wide), computed from every tile or patch whose kept core meets them; recon PSNR (peak =
+  the release's maximum there) and label agreement over brain voxels, pooled over both
+  regions on the last line, per region in the table. ``release_self_*``: the release with
+  its grid started 9 voxels earlier against the release. ``--fidelity GEOMETRY ...`` adds
+  other tile sizes and margins (e.g. ``cubes-48-m4-d2``).
+* ``trained_*``: the same fidelity figures for the trained built-in model;
+  ``bf16_vs_fp32_psnr_db``: the built-in model in bf16 (forced) against float32 on the
+  default tiles over both regions (``bf16_tail32_vs_fp32_psnr_db``: with the recon trunk's
+  last layers in float32; ``bf16_recon32_vs_fp32_psnr_db``: with the connection and the whole
+  recon trunk in float32).
+* ``work_ratio``: voxels the fast scheme computes ÷ brain voxels; ``uncovered_brain_voxels``
+  must be 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import resource
 import sys
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bmex_wf.image.orientation import reorient_to_lps, to_network_order
+from bench_regions import agreement, engine_maps, regions, release_maps, warm_up
+
 from bmex_wf.models.checkpoints import load_network
+from bmex_wf.models.geometry import PLACEMENTS, TileSpec, default_geometry, parse_geometry
 from bmex_wf.models.inference import (
-    enhance_volume,
-    memory_format,
-    precision_name,
+    network_precision,
+    resolve_device,
     resolve_precision,
-    run_tiles,
+    run_enhancement,
 )
-from bmex_wf.models.networks import build_network, is_compact
-from bmex_wf.models.registry import builtin_model_path
-from bmex_wf.models.stitching import UPSTREAM_COUNTER_START, Stitcher
-from bmex_wf.models.tiling import (
-    TileGrid,
-    extract_tile,
-    fast_grid,
-    upstream_grid,
-)
-from bmex_wf.preproc.intensity import match_histogram, template_landmarks
+from bmex_wf.models.networks import build_network
+from bmex_wf.models.placement import fit_grid
+from bmex_wf.models.registry import builtin_model_path, file_sha256
+from bmex_wf.models.stitching import UPSTREAM_COUNTER_START
+from bmex_wf.models.tiling import upstream_grid
 from bmex_wf.testing.rule_weights import apply_rule_weights
 
 LOGGER = logging.getLogger("bench_inference")
 SHARED = ROOT.parent / "shared" / "data"
-CPU = torch.device("cpu")
+BENCH_DATA = ROOT / "benchmarks" / "data" / "sub-0002_preproc.npz"
+#: Tile sizes and margins of the ``--tiles-only`` table.
+TILE_SIZES, MARGINS = (32, 40, 48, 56, 64), (3, 4, 5)
+#: Reduced precisions measured against float32 (bmex_wf.models.precision).
+LOW_PRECISIONS = ("bf16", "bf16-tail32", "bf16-recon32")
+#: Voxels the release's grid is shifted by for its self-agreement.
+SELF_SHIFT = 9
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="reduced run: width-8 network on a 40³ brain crop, 8-patch sample")
+                        help="reduced run: width-8 network, 12³ regions, no other precision")
+    parser.add_argument("--tiles-only", action="store_true",
+                        help="tile counts and work ratio per placement, tile size and margin; no network")
+    parser.add_argument("--precision-only", action="store_true",
+                        help="only the bf16-vs-fp32 figures of --model (default: the built-in model), "
+                             "with the record for bmex_wf/data/precision.json")
+    parser.add_argument("--compile-check", action="store_true",
+                        help="only measure torch.compile: compile time and seconds per tile")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--input", type=Path, default=None,
+                        help="preprocessed brain (.npz of make_bench_data.py) instead of test_BIDS "
+                             "(default on CUDA: benchmarks/data/sub-0002_preproc.npz)")
     parser.add_argument("--subject", default="sub-0002", help="test_BIDS subject (24 months)")
     parser.add_argument("--template", default="Template-Month24-T1w", help="age template")
     parser.add_argument("--width", type=int, default=None, help="network width (default 64)")
     parser.add_argument("--model", type=Path, default=None,
                         help="trained network E file instead of fixture-rule weights (its width "
                              "is read from the file; 'builtin' = the shipped model)")
-    parser.add_argument("--crop", type=int, default=None, help="crop the brain to this cube")
-    parser.add_argument("--sample", type=int, default=None,
-                        help="release patches timed (a 2x3x5 block = 30 by default)")
+    parser.add_argument("--geometry", default=None,
+                        help="tile geometry of the fast scheme (default: the device kind's)")
+    parser.add_argument("--precision", default=None,
+                        help="precision of the fast run (default: auto on CPU, bf16 or fp16 on CUDA)")
+    parser.add_argument("--fidelity", nargs="*", default=[], metavar="GEOMETRY",
+                        help="also measure the fidelity of these geometries on both regions")
+    parser.add_argument("--crop", type=int, default=0, help="crop the brain to this cube")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--region", type=int, default=None,
-                        help="edge of the fidelity region (at most 24)")
-    parser.add_argument("--alt-margin", type=int, default=None,
-                        help="also measure fidelity of 40³ tiles with this margin (-1: skip)")
-    parser.add_argument("--fast-sample", action="store_true",
-                        help="time the fast scheme on its tiles over the fidelity region and "
-                             "extrapolate (for a heavily loaded machine)")
+    parser.add_argument("--region", type=int, default=None, help="edge of the fidelity regions (24)")
+    parser.add_argument("--skip-trained", action="store_true", help="skip the built-in model's figures")
     parser.add_argument("--skip-other-precision", action="store_true",
-                        help="skip the one-tile run in the other precision (bf16 is emulated and "
-                             "very slow for the official network on CPUs without native bf16)")
-    parser.add_argument("--compile-check", action="store_true",
-                        help="only measure torch.compile: compile time and seconds per tile")
+                        help="skip timing the fast scheme's centre tiles in the other precision")
     args = parser.parse_args(argv)
-    quick = {"width": 8, "crop": 40, "sample": 8, "region": 15, "alt_margin": -1}
-    full = {"width": 64, "crop": 0, "sample": 30, "region": 24, "alt_margin": 4}
-    for key, value in (quick if args.quick else full).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    if args.width is None:
+        args.width = 8 if args.quick else 64
+    if args.region is None:
+        args.region = 12 if args.quick else 24
+    args.skip_other_precision = args.skip_other_precision or args.quick
     return args
 
 
-def benchmark_network(args) -> torch.nn.Module:
-    """Network E: fixture-rule weights at ``--width``, or the trained file ``--model``."""
-    if args.model is None:
-        return apply_rule_weights(build_network("enhance", args.width))
-    path = builtin_model_path() if str(args.model) == "builtin" else args.model
-    net = load_network(path, "enhance")
-    args.width = net.width
-    return net
+def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Brain and mask from ``make_bench_data.py``'s file, zero-padded back to the full shape."""
+    with np.load(path) as data:
+        shape, offset = tuple(int(n) for n in data["shape"]), data["offset"].astype(int)
+        crop = data["volume"].astype(np.float32)
+        mask_crop = np.unpackbits(data["mask"], count=crop.size).reshape(crop.shape).astype(bool)
+    box = tuple(slice(int(o), int(o) + n) for o, n in zip(offset, crop.shape))
+    vol, mask = np.zeros(shape, np.float32), np.zeros(shape, bool)
+    vol[box], mask[box] = crop, mask_crop
+    return vol, mask
 
 
-def load_volume(subject: str, template: str, crop: int) -> tuple[np.ndarray, np.ndarray]:
+def load_bids(subject: str, template: str) -> tuple[np.ndarray, np.ndarray]:
     """Brain in network order and template units, and its mask (non-zero voxels)."""
+    import nibabel as nib
+
+    from bmex_wf.image.orientation import reorient_to_lps, to_network_order
+    from bmex_wf.preproc.intensity import match_histogram, template_landmarks
+
     anat = SHARED / "test_BIDS" / subject
     path = next(anat.rglob(f"{subject}*_T1w.nii.gz"))
     img = reorient_to_lps(nib.load(path))
@@ -112,166 +147,161 @@ def load_volume(subject: str, template: str, crop: int) -> tuple[np.ndarray, np.
     mask = data > 0
     vol = np.where(mask, match_histogram(data, template_landmarks(template)), 0).astype(np.float32)
     LOGGER.info("%s: %s voxels, %d brain voxels", path.name, vol.shape, mask.sum())
-    if crop:
-        centre = [int(np.mean(np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a)))))
-                  for a in range(3)]
-        box = tuple(slice(max(c - crop // 2, 0), max(c - crop // 2, 0) + crop) for c in centre)
+    return vol, mask
+
+
+def load_input(args) -> tuple[np.ndarray, np.ndarray]:
+    path = args.input or (BENCH_DATA if args.device.startswith("cuda") else None)
+    vol, mask = load_npz(path) if path else load_bids(args.subject, args.template)
+    if args.crop:
+        box = tuple(slice(max(c - args.crop // 2, 0), max(c - args.crop // 2, 0) + args.crop)
+                    for c in np.array(np.nonzero(mask)).mean(axis=1).astype(int))
         vol, mask = np.ascontiguousarray(vol[box]), mask[box]
     return vol, mask
 
 
-def subgrid(grid: TileGrid, starts: np.ndarray) -> tuple[tuple[slice, ...], TileGrid]:
-    """A box holding the windows of ``starts`` (clipped to the volume) and the grid inside it.
-
-    Tiles read from the box equal tiles read from the whole volume (zeros outside both).
-    """
-    lo = np.maximum(starts.min(axis=0), 0)
-    hi = np.minimum(starts.max(axis=0) + grid.tile, grid.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-    return box, TileGrid(tuple(int(b - a) for a, b in zip(lo, hi)), grid.tile, grid.margin,
-                         starts - lo)
+def load_model(path) -> torch.nn.Module:
+    """Network E from a file (``builtin``: the shipped model)."""
+    return load_network(builtin_model_path() if str(path) == "builtin" else path, "enhance")
 
 
-def release_block(grid: TileGrid, mask: np.ndarray, sizes=(2, 3, 5)) -> np.ndarray:
-    """Starts of a block of consecutive release patches (``sizes`` per axis) at the brain centre."""
-    axes = [np.unique(grid.starts[:, a]) for a in range(3)]
-    centre = [np.mean(np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a))))
-              for a in range(3)]
-    chosen = []
-    for values, c, n in zip(axes, centre, sizes):
-        n = min(n, len(values))
-        first = int(np.clip(np.argmin(np.abs(values + grid.tile / 2 - c)) - (n - 1) // 2,
-                            0, len(values) - n))
-        chosen.append(values[first:first + n])
-    mesh = np.meshgrid(*chosen, indexing="ij")
-    return np.stack([m.ravel() for m in mesh], axis=1)
+def benchmark_network(args) -> torch.nn.Module:
+    """Network E: fixture-rule weights at ``--width``, or the trained file ``--model``."""
+    if args.model is None:
+        return apply_rule_weights(build_network("enhance", args.width))
+    net = load_model(args.model)
+    args.width = net.width
+    return net
 
 
-def determined_box(grid: TileGrid, starts: np.ndarray) -> tuple[slice, ...]:
-    """Bounding box of the voxels that only patches in ``starts`` keep (all of them)."""
-    full = grid.coverage()
-    part = TileGrid(grid.shape, grid.tile, grid.margin, starts).coverage()
-    ok = (part == full) & (part > 0)
-    idx = [np.flatnonzero(ok.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
-    return tuple(slice(int(i[0]), int(i[-1]) + 1) for i in idx)
+def tiles_table(mask: np.ndarray, vol: np.ndarray) -> None:
+    """Print tile counts and work per placement, tile size and margin (no network)."""
+    release = upstream_grid(vol).summary(mask)
+    print(f"# tile geometry over {int(mask.sum())} brain voxels (mask dilated by 2); "
+          f"release: {release['tiles']} patches, work_ratio {release['work_ratio']:.2f}")
+    print(f"{'geometry':22s} {'tiles':>6s} {'voxels':>11s} {'work_ratio':>10s} {'uncovered':>9s}")
+    for placement in PLACEMENTS:
+        for tile in TILE_SIZES:
+            for margin in MARGINS:
+                summary = fit_grid(mask, TileSpec(placement, tile, margin)).summary(mask)
+                print(f"{TileSpec(placement, tile, margin).name:22s} {summary['tiles']:6d} "
+                      f"{summary['voxels_computed']:11d} {summary['work_ratio']:10.2f} "
+                      f"{summary['uncovered_brain_voxels']:9d}")
+    fields = []
+    for kind in ("cpu", "gpu"):
+        spec = default_geometry(kind)
+        summary = fit_grid(mask, spec).summary(mask)
+        fields += [f"{kind}_geometry={spec.name}", f"{kind}_tiles={summary['tiles']}",
+                   f"{kind}_work_ratio={summary['work_ratio']:.3f}",
+                   f"{kind}_uncovered_brain_voxels={summary['uncovered_brain_voxels']}"]
+    lattice = fit_grid(mask, TileSpec("lattice", 40, 5)).summary(mask)
+    print(" ".join(fields + [f"lattice_work_ratio={lattice['work_ratio']:.3f}",
+                             f"release_work_ratio={release['work_ratio']:.3f}"]))
 
 
-def run_release_patches(net, vol, grid: TileGrid, starts):
-    """Release-style loop: one patch per forward pass, float32, default layout; timed."""
-    box, sub = subgrid(grid, starts)
-    stitcher = Stitcher(sub, 5, counter_start=UPSTREAM_COUNTER_START)
-    times = []
-    net = net.to(memory_format=torch.contiguous_format)
-    with torch.inference_mode():
-        for start in sub.starts:
-            patch = torch.from_numpy(extract_tile(vol[box], start, grid.tile))[None, None]
-            t0 = time.perf_counter()
-            seg, recon = net(patch)
-            times.append(time.perf_counter() - t0)
-            stitcher.add(start, torch.cat([recon, seg], 1)[0].numpy())
-            LOGGER.info("release patch %d/%d: %.2f s", len(times), len(sub), times[-1])
-    return (box, stitcher.result()), times
-
-
-def run_engine_tiles(net, vol, grid: TileGrid, starts, dtype, counter_start=0.0):
-    """Tiles ``starts`` of ``grid`` through the engine's model loop; maps and seconds per tile."""
-    box, sub = subgrid(grid, starts)
-    stitcher = Stitcher(sub, 5, counter_start=counter_start)
-    net = net.to(memory_format=memory_format(CPU))
-    t0 = time.perf_counter()
-    maps = run_tiles(net, np.ascontiguousarray(vol[box]), sub, stitcher,
-                     outputs=lambda r: torch.cat([r[1], r[0]], 1), device=CPU, dtype=dtype,
-                     batch_size=1, progress=False)
-    return (box, maps), (time.perf_counter() - t0) / len(sub)
-
-
-def crop_maps(computed, region) -> np.ndarray:
-    """Values over ``region`` of ``(box, maps)`` computed on a box holding it."""
-    box, maps = computed
-    local = tuple(slice(r.start - b.start, r.stop - b.start) for r, b in zip(region, box))
-    if any(s.start < 0 or s.stop > b.stop - b.start for s, b in zip(local, box)):
-        raise RuntimeError("region outside the computed box")
-    return maps[(slice(None), *local)]
-
-
-def touching(grid: TileGrid, region) -> np.ndarray:
-    """Starts of the tiles of ``grid`` whose kept region intersects ``region``."""
-    keep = []
-    for start in grid.starts:
-        vol, _ = grid.keep_box(start)
-        if all(v.start < r.stop and r.start < v.stop for v, r in zip(vol, region)):
-            keep.append(start)
-    return np.asarray(keep, dtype=np.int64).reshape(-1, 3)
-
-
-def agreement(ref: np.ndarray, test: np.ndarray, brain: np.ndarray, peak: float) -> tuple[float, float]:
-    """Recon PSNR (dB, peak = ``peak``) and label agreement over ``brain``; maps are (5, ...)."""
-    mse = float(np.mean((ref[0][brain].astype(np.float64) - test[0][brain]) ** 2))
-    psnr = float("inf") if mse == 0 else 10 * np.log10(peak ** 2 / mse)
-    labels = float(np.mean(ref[1:].argmax(0)[brain] == test[1:].argmax(0)[brain]))
-    return psnr, labels
-
-
-def flops_per_tile(net, tile: int = 40) -> float:
-    """FLOPs of one ``tile``³ forward pass, counted on 8³ and scaled (they grow with voxels)."""
+def flops_per_voxel(net) -> float:
+    """FLOPs of a forward pass per input voxel (counted on 8³; they grow with voxels)."""
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), counter:
-        net(torch.zeros(1, 1, 8, 8, 8))
-    return float(counter.get_total_flops()) * (tile / 8) ** 3
+        net.cpu()(torch.zeros(1, 1, 8, 8, 8))
+    return float(counter.get_total_flops()) / 8 ** 3
 
 
-def whole_volume_one_tile(net, vol, mask, threads: int) -> tuple[float, float]:
-    """Peak RSS (GB) and seconds of the engine on the whole volume with a one-tile mask.
-
-    The engine's memory does not grow with the number of tiles (one tile's activations at a
-    time, whole-volume output maps), so this gives the whole-brain run's peak.
-    """
-    one = np.zeros_like(mask)
-    centre = [int(np.mean(np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a)))))
-              for a in range(3)]
-    one[tuple(slice(c - 10, c + 10) for c in centre)] = True
-    t0 = time.perf_counter()
-    enhance_volume(vol, net, mask=one, device="cpu", num_threads=threads, progress=False)
-    return peak_rss_gb(), time.perf_counter() - t0
-
-
-def best_tile_seconds(net, dtype, repeats: int = 2, first: list | None = None) -> float:
-    """Best time of one 40³ forward pass through the engine's layout and precision.
-
-    The first (warm-up) call's time is appended to ``first`` when given.
-    """
-    net = net.to(memory_format=memory_format(CPU))
-    x = torch.rand(1, 1, 40, 40, 40).mul(1000).contiguous(memory_format=memory_format(CPU))
-    autocast = torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None)
-    times = []
-    with torch.inference_mode(), autocast:
-        t0 = time.perf_counter()
-        net(x)
-        if first is not None:
-            first.append(time.perf_counter() - t0)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            net(x)
-            times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def compile_check(args, net, dtype, n_tiles: int) -> None:
+def compile_check(args, net, precision, n_voxels: int) -> None:
     """Print whether ``torch.compile`` pays for its compile time on one brain."""
-    eager = best_tile_seconds(net, dtype)
+    x = torch.rand(1, 1, 40, 40, 40).mul(1000).contiguous(memory_format=torch.channels_last_3d)
+    net = net.to(memory_format=torch.channels_last_3d)
+
+    def best(model, first=None):
+        autocast = torch.autocast("cpu", dtype=precision.dtype or torch.float32,
+                                  enabled=precision.dtype is not None)
+        times = []
+        with torch.inference_mode(), autocast:
+            for _ in range(3):
+                t0 = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - t0)
+        if first is not None:
+            first.append(times[0])
+        return min(times[1:])
+
+    eager = best(net)
     warmup: list = []
-    compiled = best_tile_seconds(torch.compile(net, dynamic=False), dtype, first=warmup)
+    compiled = best(torch.compile(net, dynamic=False), warmup)
     compile_s = warmup[0] - compiled
-    saved = n_tiles * (eager - compiled)
-    print(f"# torch.compile, network E width {args.width}, {precision_name(dtype)}, "
-          f"{args.threads} threads, {n_tiles} tiles per brain")
-    print(f"eager {eager:.2f} s/tile, compiled {compiled:.2f} s/tile, compile time "
-          f"{compile_s:.1f} s, saved per brain {saved:.1f} s -> "
-          f"{'pays off' if saved > compile_s else 'does not pay off'}")
+    saved = n_voxels / 40 ** 3 * (eager - compiled)
+    print(f"# torch.compile, network E width {args.width}, {precision.name}, {args.threads} threads")
+    print(f"eager {eager:.2f} s/40³, compiled {compiled:.2f} s/40³, compile time {compile_s:.1f} s, "
+          f"saved per brain {saved:.1f} s -> {'pays off' if saved > compile_s else 'does not pay off'}")
 
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+
+
+class Fidelity:
+    """Maps of one network on the fidelity regions: release, shifted release, tile schemes."""
+
+    def __init__(self, net, vol, mask, boxes, device):
+        self.net, self.vol, self.mask, self.boxes, self.device = net, vol, mask, boxes, device
+        self.grid_up = upstream_grid(vol)
+        self.ref: dict = {}
+        self.release_times: list[float] = []
+
+    def release(self, timed: bool) -> None:
+        """The release's maps on every region (its loop; the first patch is a warm-up)."""
+        if timed:
+            warm_up(self.net, self.grid_up.tile, self.device)
+        for name, box in self.boxes.items():
+            if timed:
+                self.ref[name], times = release_maps(self.net, self.vol, self.grid_up, box,
+                                                     UPSTREAM_COUNTER_START, self.device)
+                self.release_times += times
+            else:
+                self.ref[name] = engine_maps(self.net, self.vol, self.grid_up, box, None,
+                                             device=self.device, counter_start=UPSTREAM_COUNTER_START)[0]
+
+    def scheme(self, grid, precision, counter_start: float = 0.0) -> dict:
+        """Maps of ``grid`` on every region in ``precision``."""
+        return {name: engine_maps(self.net, self.vol, grid, box, precision, device=self.device,
+                                  counter_start=counter_start)[0] for name, box in self.boxes.items()}
+
+    def shifted(self) -> dict:
+        return self.scheme(upstream_grid(self.vol, shift=SELF_SHIFT), None, UPSTREAM_COUNTER_START)
+
+    def versus(self, maps: dict, reference: dict | None = None) -> dict:
+        """Agreement of ``maps`` with the release (or ``reference``) per region and pooled."""
+        reference = reference or self.ref
+        pairs = {n: (reference[n], maps[n], self.mask[b]) for n, b in self.boxes.items()}
+        out = {n: agreement([p]) for n, p in pairs.items()}
+        out["pooled"] = agreement(list(pairs.values()))
+        return out
+
+
+def trained_figures(vol, mask, boxes, device, geometry, release: bool = True) -> dict:
+    """Fidelity of the built-in model to the release (unless not ``release``), and its bf16-vs-fp32 agreement."""
+    net = load_model("builtin")
+    fid = Fidelity(net, vol, mask, boxes, device)
+    grid = fit_grid(mask, geometry)
+    fast = fid.scheme(grid, resolve_precision("fp32", device))
+    out = {}
+    if release:
+        fid.release(timed=False)
+        out = {"fast": fid.versus(fast), "self": fid.versus(fid.shifted())}
+    out["record"] = {"name": "built-in network E (width 8)"}
+    for name in LOW_PRECISIONS:
+        out[name] = fid.versus(fid.scheme(grid, resolve_precision(name, device)), fast)
+        out["record"][f"{name.replace('-', '_')}_psnr_db"] = round(out[name]["pooled"][0], 2)
+    out["record"]["command"] = "python benchmarks/bench_inference.py --precision-only"
+    return out
+
+
+def fast_precision(args, net, device):
+    if args.precision:
+        return args.precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "auto"
 
 
 def main(argv=None) -> int:
@@ -279,133 +309,129 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    rows = []
-    vol, mask = load_volume(args.subject, args.template, args.crop)
-    net = benchmark_network(args)
-    default = resolve_precision("auto", CPU, is_compact(net))
-    other = None if default is not None else torch.bfloat16
-    if args.compile_check:
-        compile_check(args, net, default, len(fast_grid(mask)))
+    device = resolve_device(args.device)
+    vol, mask = load_input(args)
+    geometry = parse_geometry(args.geometry) if args.geometry else default_geometry(device.type)
+    boxes = regions(mask, args.region)
+    if args.tiles_only:
+        tiles_table(mask, vol)
         return 0
-    flops = flops_per_tile(net)
+    if args.precision_only:
+        out = trained_figures(vol, mask, boxes, device, geometry, release=False)
+        path = builtin_model_path()
+        for name in LOW_PRECISIONS:
+            values = out[name]
+            print(f"{name} vs fp32: {values['pooled'][0]:.2f} dB, labels {values['pooled'][1]:.4f} "
+                  f"(centre {values['centre'][0]:.2f} dB, edge {values['edge'][0]:.2f} dB)")
+        print(json.dumps({file_sha256(path): out["record"]}, indent=2))
+        print(" ".join(f"{n.replace('-', '_')}_vs_fp32_psnr_db={out[n]['pooled'][0]:.2f}" for n in LOW_PRECISIONS)
+              + f" bf16_label_agreement={out['bf16']['pooled'][1]:.4f}")
+        return 0
+    net = benchmark_network(args)
+    precision = network_precision(net, fast_precision(args, net, device), device)
+    if args.compile_check:
+        compile_check(args, net, precision, fit_grid(mask, geometry).voxels())
+        return 0
+    flops = flops_per_voxel(net)
 
-    # Release scheme: timed sample, exact output on the region the sample determines.
-    grid_up = upstream_grid(vol)
-    sizes = (2, 2, 2) if args.sample <= 8 else (2, 2 if args.sample <= 12 else 3,
-                                                 -(-args.sample // (4 if args.sample <= 12 else 6)))
-    block = release_block(grid_up, mask, sizes)
-    release, times = run_release_patches(net, vol, grid_up, block)
-    per_patch = float(np.mean(times))
-    upstream_s = per_patch * len(grid_up)
-    rows.append((f"release scheme (timed {len(times)} patches, extrapolated)", "fp32",
-                 len(grid_up), upstream_s))
-    LOGGER.info("release: %.1f s per patch, %d patches -> %.0f s", per_patch, len(grid_up),
-                upstream_s)
-    centre_block = release_block(grid_up, mask, (2, 2, 2))
-    region = tuple(slice(r.start, min(r.stop, r.start + args.region))
-                   for r in determined_box(grid_up, centre_block))
-    brain = mask[region]
-    ref = crop_maps(release, region)
-    peak = float(ref[0][brain].max())
+    fid = Fidelity(net, vol, mask, boxes, device)
+    fid.release(timed=True)
+    per_patch = float(np.mean(fid.release_times))
+    upstream_s = per_patch * len(fid.grid_up)
+    LOGGER.info("release: %.2f s per patch, %d patches -> %.0f s", per_patch, len(fid.grid_up), upstream_s)
 
-    # Fast scheme, default precision: the whole brain, or its tiles over the region (timed).
-    grid_fast = fast_grid(mask)
-    if args.fast_sample:
-        # the one-tile whole-volume run first: it also warms the engine up
-        rss_fast, single = whole_volume_one_tile(net, vol, mask, args.threads)
-        rows.append(("fast engine, whole volume, one tile (peak RSS)", precision_name(default), 1,
-                     single))
-        fast_maps, fast_per_tile = run_engine_tiles(net, vol, grid_fast,
-                                                    touching(grid_fast, region), default)
-        fast_s = fast_per_tile * len(grid_fast)
-        n_timed = len(touching(grid_fast, region))
-        rows.append((f"fast scheme (timed {n_timed} tiles, extrapolated)",
-                     precision_name(default), len(grid_fast), fast_s))
-    else:
+    runs = 2 if device.type == "cuda" else 1
+    walls = []
+    for _ in range(runs):
         t0 = time.perf_counter()
-        recon, scores = enhance_volume(vol, net, mask=mask, device="cpu",
-                                       num_threads=args.threads, progress=not args.quick)
-        fast_s = time.perf_counter() - t0
-        rss_fast = peak_rss_gb()
-        whole = tuple(slice(0, n) for n in vol.shape)
-        fast_maps = (whole, np.concatenate([recon[None], scores]))
-        del recon, scores
-        rows.append(("fast scheme, whole brain", precision_name(default), len(grid_fast), fast_s))
-    psnr, labels = agreement(ref, crop_maps(fast_maps, region), brain, peak)
-    LOGGER.info("fast: %.0f s; vs release %.2f dB %.4f", fast_s, psnr, labels)
-
-    # The release with its grid started 9 voxels earlier, on the same region.
-    grid_shift = upstream_grid(vol, shift=9)
-    shifted, shift_per_patch = run_engine_tiles(net, vol, grid_shift, touching(grid_shift, region),
-                                                None, UPSTREAM_COUNTER_START)
-    rows.append(("release scheme through this engine (extrapolated)", "fp32", len(grid_up),
-                 shift_per_patch * len(grid_up)))
-    self_psnr, self_labels = agreement(ref, crop_maps(shifted, region), brain, peak)
-    LOGGER.info("release shifted vs release: %.2f dB %.4f", self_psnr, self_labels)
-    fidelity = [("fast vs release", region, psnr, labels),
-                ("release shifted 9 vs release", region, self_psnr, self_labels)]
-    if not args.fast_sample:
-        big_region = determined_box(grid_up, block)
-        big_brain = mask[big_region]
-        big_ref = crop_maps(release, big_region)
-        fidelity.append(("fast vs release (whole sample region)", big_region,
-                         *agreement(big_ref, crop_maps(fast_maps, big_region), big_brain,
-                                    float(big_ref[0][big_brain].max()))))
-
-    # Precision: one of the fast scheme's tiles over the region in the other precision.
-    prec_psnr = prec_labels = float("nan")
+        result = run_enhancement(vol, net, mask=mask, geometry=geometry, device=device,
+                                 precision=precision.name, num_threads=args.threads,
+                                 progress=not args.quick)
+        walls.append(time.perf_counter() - t0)
+    fast_s, report = walls[0], result.report
+    rss_fast = peak_rss_gb()
+    maps = np.concatenate([result.recon[None], result.scores])
+    del result
+    fast = {n: maps[(slice(None), *b)] for n, b in boxes.items()}
+    del maps
+    rows = [("release scheme (timed, extrapolated)", "fp32", len(fid.grid_up), upstream_s),
+            (f"fast scheme {geometry.name}, whole brain", report["precision"], report["tiles"], fast_s)]
+    fidelity = [("fast vs release", fid.versus(fast)), ("release shifted 9 vs release", fid.versus(fid.shifted()))]
+    for name in args.fidelity:
+        fidelity.append((f"{name} vs release", fid.versus(fid.scheme(fit_grid(mask, parse_geometry(name)),
+                                                                     precision))))
+    other_s = float("nan")
     if not args.skip_other_precision:
-        centre_tiles = touching(grid_fast, region)[:1]
-        lowp, other_per_tile = run_engine_tiles(net, vol, grid_fast, centre_tiles, other)
-        kept = grid_fast.keep_box(centre_tiles[0])[0]
-        kept_brain = mask[kept]
-        fp32_maps = crop_maps(fast_maps, kept)
-        prec_psnr, prec_labels = agreement(fp32_maps, crop_maps(lowp, kept), kept_brain,
-                                           float(fp32_maps[0][kept_brain].max()))
-        LOGGER.info("precision: %.2f dB %.4f", prec_psnr, prec_labels)
-        other_name = "fp32" if default is not None else "bf16"
-        rows.append((f"fast scheme in {other_name} (1 tile timed, extrapolated)", other_name,
-                     len(grid_fast), other_per_tile * len(grid_fast)))
-
-    if args.alt_margin >= 0:
-        grid_alt = fast_grid(mask, 40, args.alt_margin)
-        alt, _ = run_engine_tiles(net, vol, grid_alt, touching(grid_alt, region), default)
-        alt_psnr, alt_labels = agreement(ref, crop_maps(alt, region), brain, peak)
-        fidelity.append((f"40³ tiles margin {args.alt_margin} vs release", region, alt_psnr,
-                         alt_labels))
-        rows.append((f"40³ tiles margin {args.alt_margin}, whole brain (tile count)",
-                     precision_name(default), len(grid_alt), float("nan")))
-
-    best = fast_s / len(grid_fast) if args.fast_sample else best_tile_seconds(net, default)
-    peak_rss = peak_rss_gb()
-    report(args, vol, rows, fidelity, flops, fast_s, len(grid_fast), per_patch, best,
-           (prec_psnr, prec_labels), rss_fast)
-    speedup = upstream_s / fast_s
-    print(f"speedup={speedup:.2f} fast_s={fast_s:.1f} upstream_s={upstream_s:.1f} "
-          f"psnr_db={psnr:.2f} label_agreement={labels:.4f} peak_rss_gb={peak_rss:.2f} "
-          f"release_self_psnr_db={self_psnr:.2f} release_self_label_agreement={self_labels:.4f}")
+        other = resolve_precision("fp32" if precision.dtype is not None else "bf16", device)
+        lowp, seconds, voxels = engine_maps(net, vol, fit_grid(mask, geometry), boxes["centre"], other,
+                                            device=device)
+        other_s = seconds / voxels * report["voxels_computed"]
+        rows.append((f"fast scheme in {other.name} (centre tiles timed, per voxel extrapolated)",
+                     other.name, report["tiles"], other_s))
+        pair = agreement([(fast["centre"], lowp, mask[boxes["centre"]])])
+        fidelity.append((f"{other.name} vs {precision.name} (centre region)",
+                         {"centre": pair, "edge": (float("nan"),) * 2, "pooled": pair}))
+    trained = None if args.skip_trained else trained_figures(vol, mask, boxes, device, geometry)
+    report_table(args, vol, device, rows, fidelity, flops, report, fast_s, per_patch, rss_fast, trained)
+    print(last_line(fid, fast, fidelity, report, fast_s, upstream_s, walls, trained, other_s, device))
     return 0
 
 
-def report(args, vol, rows, fidelity, flops, fast_s, n_fast, per_patch, best, prec, rss_fast):
+def report_table(args, vol, device, rows, fidelity, flops, report, fast_s, per_patch, rss_fast, trained):
     """Print the result table."""
     cpu = torch.backends.cpu.get_cpu_capability()
     weights = "fixture-rule weights" if args.model is None else f"weights {args.model}"
-    print(f"# network E width {args.width}, {weights}; image {args.subject} "
-          f"{vol.shape}; {args.threads} threads; CPU capability {cpu}; torch {torch.__version__}")
-    print(f"{'run':58s} {'prec':5s} {'tiles':>6s} {'seconds':>10s}")
-    for name, prec_name, count, seconds in rows:
-        print(f"{name:58s} {prec_name:5s} {count:6d} {seconds:10.1f}")
-    print(f"{'fidelity (recon PSNR over brain, label agreement)':58s} {'region':>14s}")
-    for name, region, psnr, labels in fidelity:
-        size = "x".join(str(r.stop - r.start) for r in region)
-        print(f"{name:58s} {size:>14s} {psnr:7.2f} dB {labels:.4f}")
-    print(f"bf16 vs fp32 of the fast scheme (one tile): recon PSNR {prec[0]:.2f} dB, "
-          f"label agreement {prec[1]:.4f}")
-    print(f"GFLOP per 40³ tile: {flops / 1e9:.1f}; fast run {n_fast * flops / 1e9 / fast_s:.1f} "
-          f"GFLOP/s; best single tile {flops / 1e9 / best:.1f} GFLOP/s; release loop "
-          f"{flops / 1e9 / per_patch:.1f} GFLOP/s")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU capability {cpu}"
+    print(f"# network E width {args.width}, {weights}; image {args.subject} {vol.shape}; "
+          f"{args.threads} threads; {where}; torch {torch.__version__}")
+    print(f"{'run':62s} {'prec':11s} {'tiles':>6s} {'seconds':>10s}")
+    for name, prec, count, seconds in rows:
+        print(f"{name:62s} {prec:11s} {count:6d} {seconds:10.1f}")
+    print(f"{'fidelity (recon PSNR dB / label agreement over brain voxels)':62s} "
+          f"{'centre':>15s} {'edge':>15s} {'pooled':>15s}")
+    for name, values in fidelity:
+        cells = " ".join(f"{values[k][0]:7.2f} {values[k][1]:.4f}" for k in ("centre", "edge", "pooled"))
+        print(f"{name:62s} {cells}")
+    if trained:
+        for key, label in (("fast", "built-in: fast vs release"), ("self", "built-in: release shifted 9 vs release"),
+                           ("bf16", "built-in: bf16 vs fp32 (default tiles)"),
+                           ("bf16-tail32", "built-in: bf16, recon tail in fp32, vs fp32"),
+                           ("bf16-recon32", "built-in: bf16, recon side in fp32, vs fp32")):
+            cells = " ".join(f"{trained[key][k][0]:7.2f} {trained[key][k][1]:.4f}"
+                             for k in ("centre", "edge", "pooled"))
+            print(f"{label:62s} {cells}")
+    voxels = report["voxels_computed"]
+    print(f"geometry {report['geometry']}: {report['tiles']} tiles, {voxels} voxels computed, work ratio "
+          f"{report['work_ratio']:.2f}, uncovered brain voxels {report['uncovered_brain_voxels']}")
+    print(f"GFLOP per 40³ patch: {flops * 40 ** 3 / 1e9:.1f}; fast run {voxels * flops / 1e9 / fast_s:.1f} "
+          f"GFLOP/s; release loop {flops * 40 ** 3 / 1e9 / per_patch:.1f} GFLOP/s")
     print(f"peak RSS after the fast run: {rss_fast:.2f} GB")
+
+
+def last_line(fid, fast, fidelity, report, fast_s, upstream_s, walls, trained, other_s, device) -> str:
+    """The benchmark's last line (``key=value`` fields)."""
+    psnr_db, labels = fidelity[0][1]["pooled"]
+    self_psnr, self_labels = fidelity[1][1]["pooled"]
+    nan = float("nan")
+    t = trained or {}
+    get = (lambda key, i: t[key]["pooled"][i]) if t else (lambda key, i: nan)
+    fields = [
+        f"speedup={upstream_s / fast_s:.2f}", f"fast_s={fast_s:.1f}", f"upstream_s={upstream_s:.1f}",
+        f"psnr_db={psnr_db:.2f}", f"label_agreement={labels:.4f}", f"peak_rss_gb={peak_rss_gb():.2f}",
+        f"release_self_psnr_db={self_psnr:.2f}", f"release_self_label_agreement={self_labels:.4f}",
+        f"precision={report['precision']}",
+        f"trained_psnr_db={get('fast', 0):.2f}", f"trained_label_agreement={get('fast', 1):.4f}",
+        f"trained_release_self_psnr_db={get('self', 0):.2f}",
+        f"trained_release_self_label_agreement={get('self', 1):.4f}",
+        f"bf16_vs_fp32_psnr_db={get('bf16', 0):.2f}",
+        f"bf16_tail32_vs_fp32_psnr_db={get('bf16-tail32', 0):.2f}",
+        f"bf16_recon32_vs_fp32_psnr_db={get('bf16-recon32', 0):.2f}",
+        f"uncovered_brain_voxels={report['uncovered_brain_voxels']}",
+        f"work_ratio={report['work_ratio']:.3f}", f"other_precision_s={other_s:.1f}",
+    ]
+    if device.type == "cuda":
+        fields += [f"device={device.type}", f"seconds_per_brain={walls[-1]:.2f}"]
+    return " ".join(fields)
 
 
 if __name__ == "__main__":

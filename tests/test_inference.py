@@ -7,17 +7,18 @@ import pytest
 import torch
 from torch import nn
 
+from bmex_wf.models.geometry import default_geometry, parse_geometry
 from bmex_wf.models.inference import (
-    cpu_has_native_bf16,
+    enhance_grid,
     enhance_volume,
     resolve_device,
-    resolve_precision,
+    run_enhancement,
     skullstrip_volume,
 )
-from bmex_wf.models.networks import build_network, check_input_shape, is_compact
-from bmex_wf.models.tiling import dilate_mask, extract_tile, fast_grid, upstream_grid
-
-from .helpers import rule_network
+from bmex_wf.models.networks import build_network, check_input_shape
+from bmex_wf.models.placement import fit_grid
+from bmex_wf.models.tiling import dilate_mask, extract_tile, upstream_grid
+from bmex_wf.testing.rule_weights import apply_rule_weights
 
 
 class LocalStub(nn.Module):
@@ -76,11 +77,14 @@ def test_fast_stitching_is_exact_and_seamless():
     np.testing.assert_array_equal(recon[region], vol[region])
     np.testing.assert_array_equal(scores[2][region], vol[region] + 1)
     np.testing.assert_array_equal(scores[3][region], 0.5 * vol[region])
-    covered = fast_grid(mask).coverage() > 0
+    grid = fit_grid(mask, default_geometry("cpu"))
+    covered = grid.coverage() > 0
     assert (recon[~covered] == 0).all() and (scores[:, ~covered] == 0).all()
     # every tile goes through the network once, each of a valid size
-    assert sum(shape[0] for shape in stub.calls) == len(fast_grid(mask))
-    assert all(shape[2:] == (40, 40, 40) for shape in stub.calls)
+    assert sum(shape[0] for shape in stub.calls) == len(grid)
+    assert sorted(shape[2:] for shape in stub.calls for _ in range(shape[0])) == \
+        sorted(grid.size_of(i) for i in range(len(grid)))
+    assert all(n % 8 == 0 for shape in stub.calls for n in shape[2:])
 
 
 def test_upstream_averages_with_release_counter():
@@ -111,17 +115,17 @@ def test_default_mask_is_positive_voxels():
 
 
 def test_real_network_single_tile_matches_direct_call():
-    net = rule_network("enhance")
+    net = apply_rule_weights(build_network("enhance", 8))
     rng = np.random.default_rng(3)
     vol = np.zeros((30, 26, 20), np.float32)
     vol[4:26, 3:23, 2:18] = rng.uniform(50, 900, (22, 20, 16))
     recon, scores = enhance_volume(vol, net, device="cpu", precision="fp32", progress=False)
-    grid = fast_grid(vol > 0)
+    grid, _ = enhance_grid(vol, None, "fast")
     assert len(grid) == 1
-    start = grid.starts[0]
+    start, size = grid.starts[0], grid.size_of(0)
     with torch.inference_mode():
-        seg, rec = net(torch.from_numpy(extract_tile(vol, start, 40))[None, None])
-    box, loc = grid.keep_box(start)
+        seg, rec = net(torch.from_numpy(extract_tile(vol, start, size))[None, None])
+    box, loc = grid.keep_box(start, size)
     np.testing.assert_allclose(recon[box], rec[0, 0].numpy()[loc], rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(scores[(slice(None), *box)], seg[0].numpy()[(slice(None), *loc)],
                                rtol=1e-5, atol=1e-4)
@@ -139,12 +143,14 @@ def test_cpu_pairs_tiles_for_compact_networks(width, expected):
 
 
 def test_paired_tiles_match_single_tiles_with_real_network():
-    net = rule_network("enhance")
+    net = apply_rule_weights(build_network("enhance", 8))
     vol, mask = _brain((30, 30, 50))
-    paired = enhance_volume(vol, net, mask=mask, device="cpu", precision="fp32", progress=False)
-    single = enhance_volume(vol, net, mask=mask, device="cpu", precision="fp32", progress=False,
-                            batch_size=1)
-    assert len(fast_grid(mask)) > 1
+    cubes = "cubes-24-m4-d2"
+    paired = enhance_volume(vol, net, mask=mask, geometry=cubes, device="cpu", precision="fp32",
+                            progress=False)
+    single = enhance_volume(vol, net, mask=mask, geometry=cubes, device="cpu", precision="fp32",
+                            progress=False, batch_size=1)
+    assert len(enhance_grid(vol, mask, "fast", parse_geometry(cubes))[0]) > 1
     for a, b in zip(paired, single):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
@@ -172,7 +178,7 @@ def test_skullstrip_windows_average_exactly():
     np.testing.assert_allclose(probs, direct, rtol=1e-6, atol=1e-7)
 
 
-def test_resolve_device_and_precision():
+def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
@@ -181,15 +187,23 @@ def test_resolve_device_and_precision():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
-    cpu = torch.device("cpu")
-    assert resolve_precision("fp32", cpu) is None
-    assert resolve_precision("bf16", cpu) is torch.bfloat16
-    assert resolve_precision("auto", cpu) is (torch.bfloat16 if cpu_has_native_bf16() else None)
-    assert resolve_precision("auto", cpu, compact=True) is None
-    assert resolve_precision("bf16", cpu, compact=True) is torch.bfloat16
-    assert is_compact(build_network("enhance", 8)) and not is_compact(build_network("skullstrip"))
-    with pytest.raises(ValueError, match="precision"):
-        resolve_precision("int8", cpu)
+
+
+def test_report_records_geometry_and_settings():
+    vol, mask = _brain()
+    result = run_enhancement(vol, LocalStub(), mask=mask, device="cpu", precision="fp32",
+                             progress=False)
+    report = result.report
+    grid = fit_grid(mask, default_geometry("cpu"))
+    assert report["geometry"] == default_geometry("cpu").name and report["tiling"] == "fast"
+    assert report["placement"] == "columns" and report["tile"] == 40 and report["margin"] == 5
+    assert report["tiles"] == len(grid) and report["voxels_computed"] == grid.voxels()
+    assert report["brain_voxels"] == int(mask.sum()) and report["uncovered_brain_voxels"] == 0
+    assert report["work_ratio"] == pytest.approx(grid.voxels() / mask.sum(), abs=1e-3)
+    assert report["device"] == "cpu" and report["precision"] == "fp32"
+    release = run_enhancement(vol, LocalStub(), mask=mask, tiling="upstream", device="cpu",
+                              progress=False).report
+    assert release["geometry"] == "release" and release["tiles"] == len(upstream_grid(vol))
 
 
 @pytest.mark.parametrize(

@@ -126,6 +126,7 @@ def test_geometry_round_trip_with_identity_network(orientation, bids_dir, small_
     qc = json.loads(Path(out.qc).read_text())
     assert qc["AgeGroup"] == "Month24" and qc["MaskSource"] == "nonzero"
     assert qc["Model"]["sha256"] and qc["Tiling"] == "fast"
+    assert qc["TileGeometry"]["uncovered_brain_voxels"] == 0 and qc["TileGeometry"]["tiles"] >= 1
 
 
 def test_fetal_workflow_uses_fetal_model_and_grid(small_models):

@@ -16,7 +16,7 @@ from ..resolution import COARSE_AXIS_MM
 from .config import RunConfig, load_settings
 
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "bf16-tail32", "bf16-recon32")
 TILINGS = ("fast", "upstream")
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 
@@ -123,8 +123,10 @@ def _add_model_options(group, *, enhance: bool = False) -> None:
                        help="where the networks run; 'auto' picks CUDA when available, decided "
                        "once when the workflow is built (default: %(default)s)")
     group.add_argument("--precision", choices=PRECISIONS, default="auto",
-                       help="floating-point precision of inference; 'auto' uses reduced "
-                       "precision on CUDA only (default: %(default)s)")
+                       help="floating-point precision of inference; 'auto' uses bfloat16 only "
+                       "for networks whose recorded bf16 fidelity reaches 45 dB, on devices that "
+                       "run it natively; bf16-tail32 keeps the recon trunk's last layers, "
+                       "bf16-recon32 the whole recon side in float32 (default: %(default)s)")
     group.add_argument("--tiling", choices=TILINGS, default="fast",
                        help="'fast': whole-volume tiling; 'upstream': the release's 40^3 "
                        "patches, step 18 (default: %(default)s)")

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import time
 
-from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
 from nipype.utils.filemanip import fname_presuffix
+
+from ..models.geometry import default_geometry
 
 
 class _EnhanceInputSpec(BaseInterfaceInputSpec):
@@ -14,7 +22,10 @@ class _EnhanceInputSpec(BaseInterfaceInputSpec):
     in_mask = File(exists=True, desc="brain mask on the same grid (tiles are limited to it)")
     model_file = File(exists=True, mandatory=True, desc="enhancement checkpoint (network E)")
     tiling = traits.Enum("fast", "upstream", usedefault=True, desc="tiling scheme")
-    precision = traits.Enum("auto", "fp32", "bf16", "fp16", usedefault=True,
+    geometry = traits.Str(default_geometry("cpu").name, usedefault=True,
+                          desc="tile geometry of the fast scheme (models.geometry name); workflows "
+                               "pass the GPU geometry when use_gpu is set, so it enters the hash")
+    precision = traits.Enum("auto", "fp32", "bf16", "bf16-tail32", "bf16-recon32", "fp16", usedefault=True,
                             desc="numerical precision of the network")
     use_gpu = traits.Bool(False, usedefault=True, nohash=True,
                           desc="run on a CUDA device (scheduled against n_gpu_procs)")
@@ -27,6 +38,7 @@ class _EnhanceOutputSpec(TraitedSpec):
     device = traits.Str(desc="device the network ran on")
     precision = traits.Str(desc="precision the network ran in")
     seconds = traits.Float(desc="wall time of the network inference")
+    geometry = traits.Dict(desc="tile geometry and work of the run (run_enhancement's report)")
 
 
 class Enhance(SimpleInterface):
@@ -41,7 +53,7 @@ class Enhance(SimpleInterface):
 
         from ..image.orientation import from_network_order, to_network_order
         from ..models import load_network
-        from ..models.inference import enhance_volume, network_precision, precision_name, resolve_device
+        from ..models.inference import resolve_device, run_enhancement
 
         img = nb.load(self.inputs.in_file)
         data = to_network_order(np.asarray(img.dataobj, dtype="float32"))
@@ -51,14 +63,16 @@ class Enhance(SimpleInterface):
         device = resolve_device("cuda" if self.inputs.use_gpu else "cpu")
         network = load_network(self.inputs.model_file, "enhance")
         start = time.perf_counter()
-        recon, scores = enhance_volume(
-            data, network, mask=mask, tiling=self.inputs.tiling, device=device,
-            precision=self.inputs.precision, num_threads=self.inputs.num_threads, progress=False,
+        result = run_enhancement(
+            data, network, mask=mask, tiling=self.inputs.tiling, geometry=self.inputs.geometry,
+            device=device, precision=self.inputs.precision, num_threads=self.inputs.num_threads,
+            progress=False,
         )
+        recon, scores, report = result.recon, result.scores, result.report
         self._results["seconds"] = time.perf_counter() - start
-        self._results["device"] = str(device)
-        self._results["precision"] = precision_name(
-            network_precision(network, self.inputs.precision, device))
+        self._results["device"] = report["device"]
+        self._results["precision"] = report["precision"]
+        self._results["geometry"] = {k: v for k, v in report.items() if k not in ("device", "precision")}
 
         header = img.header.copy()
         header.set_data_dtype("float32")

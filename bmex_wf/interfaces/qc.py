@@ -35,6 +35,7 @@ class _WriteQCInputSpec(BaseInterfaceInputSpec):
     device = traits.Str(mandatory=True, desc="device the network ran on")
     precision = traits.Str(mandatory=True, desc="precision the network ran in")
     tiling = traits.Str(mandatory=True, desc="tiling scheme")
+    geometry = traits.Dict(desc="tile geometry and work of the enhancement (Enhance.geometry)")
     enhance_seconds = traits.Float(mandatory=True, desc="network inference time")
     landmarks = traits.Dict(desc="template histogram landmarks used for matching")
 
@@ -71,6 +72,7 @@ class WriteQC(SimpleInterface):
             "Device": inp.device,
             "Precision": inp.precision,
             "Tiling": inp.tiling,
+            "TileGeometry": inp.geometry if isdefined(inp.geometry) else None,
             "Timings": {"EnhanceSeconds": round(inp.enhance_seconds, 2)},
             "Input": file_record(inp.in_file),
             "Software": software_versions(),

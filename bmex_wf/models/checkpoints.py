@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .networks import build_network, check_width
+from .registry import file_sha256
 
 LOGGER = logging.getLogger(__name__)
 
@@ -89,13 +90,15 @@ def load_network(path, kind: str) -> torch.nn.Module:
     """Load checkpoint ``path`` into a network of ``kind``, strictly, in eval mode.
 
     The width is inferred from the stored tensors, so official files and smaller
-    models of the same family load through the same call.
+    models of the same family load through the same call. The file's SHA-256 is kept as
+    ``network.weights_sha256`` (the key of its recorded precision figures).
     """
     state = read_state_dict(path)
     network = build_network(kind, infer_width(state, path))
     check_state_dict(network, state, path)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     network.load_state_dict(state, strict=True)
+    network.weights_sha256 = file_sha256(path)
     LOGGER.debug("Loaded %s network (width %d) from %s", kind, network.width, path)
     return network.eval()
 

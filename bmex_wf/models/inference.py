@@ -1,8 +1,10 @@
-"""Whole-volume inference with the BME-X networks: device, precision and the model loop.
+"""Whole-volume inference with the BME-X networks: device and the model loop.
 
-Geometry lives in :mod:`.tiling`, averaging in :mod:`.stitching`; this module runs the
-network over the tiles (batched, under ``torch.inference_mode`` and autocast) and returns
-maps on the input grid. Activations are only ever held for one batch of tiles.
+Geometry lives in :mod:`.tiling` and :mod:`.placement`, averaging in :mod:`.stitching`,
+precision rules in :mod:`.precision`; this module runs the network over the tiles (batched,
+under ``torch.inference_mode`` and autocast, the volume and the stitched maps on the
+network's device) and returns maps on the input grid. Activations are only ever held for
+one batch of tiles.
 """
 
 from __future__ import annotations
@@ -10,24 +12,29 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .networks import is_compact
+from .geometry import TileSpec, default_geometry, parse_geometry
+from .networks import float32_layers, is_compact
+from .placement import fit_grid
+from .precision import (  # noqa: F401  (re-exported: the public names of the former module)
+    BF16_MIN_PSNR_DB,
+    Precision,
+    cpu_has_native_bf16,
+    network_precision,
+    precision_name,
+    resolve_precision,
+)
 from .stitching import UPSTREAM_COUNTER_START, Stitcher
-from .tiling import TileGrid, extract_tile, fast_grid, sliding_window_grid, upstream_grid
+from .tiling import TileGrid, sliding_window_grid, upstream_grid
 
 LOGGER = logging.getLogger(__name__)
 
 TILINGS = ("fast", "upstream")
-_PRECISIONS = {
-    "fp32": None, "float32": None,
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "fp16": torch.float16, "float16": torch.float16,
-}
 #: Windows per forward pass of the skull-stripping network in the release.
 STRIP_BATCH = 4
 #: Rough activation memory per tile voxel and unit of width, for sizing GPU batches.
@@ -53,43 +60,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"unsupported device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'")
     return dev
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively: AVX-512 kernels plus AVX512-BF16 or AMX."""
-    if torch.backends.cpu.get_cpu_capability() != "AVX512":
-        return False
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return False
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            return bool(set(line.split(":", 1)[1].split()) & {"avx512_bf16", "amx_bf16"})
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device,
-                      compact: bool = False) -> torch.dtype | None:
-    """Autocast dtype for ``precision`` on ``device`` (``None`` means plain float32).
-
-    ``"auto"``: bfloat16 on CUDA GPUs that support it, else float16; on CPU bfloat16 when
-    the CPU computes it natively and the network is not ``compact``, else float32.
-    Compact networks (narrower than the official ones) are cheap in float32, and the
-    built-in model's output differed from float32 by 32 dB PSNR under bfloat16
-    (benchmarks/README.md), so they keep float32 on CPU.
-    """
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_native_bf16() and not compact else None
-    if precision not in _PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; use 'auto', 'fp32', 'bf16' or 'fp16'")
-    return _PRECISIONS[precision]
-
-
-def precision_name(dtype: torch.dtype | None) -> str:
-    """Short name of an autocast dtype (``fp32`` for ``None``)."""
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def check_volume(volume) -> np.ndarray:
@@ -148,29 +118,45 @@ def _cudnn_benchmark(device: torch.device):
         torch.backends.cudnn.benchmark = before
 
 
-def default_batch_size(network: torch.nn.Module, tile: int, device: torch.device) -> int:
+def default_batch_size(network: torch.nn.Module, tile, device: torch.device) -> int:
     """Tiles per forward pass: from free memory on CUDA; on CPU 2 for compact networks, else 1.
 
-    PyTorch sends a 3-D convolution with one sample and a small ``C·D·H`` (under 20,480) to
-    its slow single-threaded kernel instead of oneDNN; compact networks hit that on most
-    layers. Two tiles per pass keep every layer on oneDNN: 0.22 s instead of 1.6 s per 40³
+    ``tile`` is an edge length or the three edges of the largest tile. PyTorch sends a 3-D
+    convolution with one sample and a small ``C·D·H`` (under 20,480) to its slow
+    single-threaded kernel instead of oneDNN; compact networks hit that on most layers of a
+    40³ tile. Two tiles per pass keep every layer on oneDNN: 0.22 s instead of 1.6 s per 40³
     tile for width 8 on 2 cores, while the official width 64 gains nothing from it
     (benchmarks/README.md).
     """
     if device.type != "cuda":
         return 2 if is_compact(network) else 1
+    voxels = int(np.prod(tile)) if np.ndim(tile) else int(tile) ** 3
     free, _ = torch.cuda.mem_get_info(device)
     width = getattr(network, "width", 64)
-    per_tile = tile ** 3 * width * _GPU_BYTES_PER_VOXEL_WIDTH
+    per_tile = voxels * width * _GPU_BYTES_PER_VOXEL_WIDTH
     return int(max(1, min(32, (free // 2) // per_tile)))
 
 
-def _batches(volume: np.ndarray, grid: TileGrid,
-             batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    for first in range(0, len(grid), batch_size):
-        starts = grid.starts[first:first + batch_size]
-        tiles = np.stack([extract_tile(volume, s, grid.tile) for s in starts])
-        yield starts, tiles[:, None]
+def _tile_batch(volume: torch.Tensor, starts: np.ndarray, size) -> torch.Tensor:
+    """Tiles of ``size`` at ``starts`` from ``volume`` (zeros outside), as ``N, 1, *size``."""
+    out = volume.new_zeros((len(starts), 1, *size))
+    for n, start in enumerate(starts):
+        src, dst = [], []
+        for s, length, extent in zip(start, size, volume.shape):
+            lo, hi = max(int(s), 0), min(int(s) + length, extent)
+            src.append(slice(lo, max(hi, lo)))
+            dst.append(slice(lo - int(s), max(hi, lo) - int(s)))
+        out[(n, 0, *dst)] = volume[tuple(src)]
+    return out
+
+
+def _batches(grid: TileGrid, batch_size: int) -> Iterator[tuple[np.ndarray, tuple]]:
+    """``(starts, size)`` of batches of equally sized tiles, sizes in order of first use."""
+    sizes = [grid.size_of(i) for i in range(len(grid))]
+    for size in dict.fromkeys(sizes):
+        index = np.array([i for i, s in enumerate(sizes) if s == size])
+        for first in range(0, len(index), batch_size):
+            yield grid.starts[index[first:first + batch_size]], size
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
@@ -182,42 +168,45 @@ def memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last_3d if device.type == "cpu" else torch.contiguous_format
 
 
+def _as_precision(precision) -> Precision:
+    return precision if isinstance(precision, Precision) else Precision(precision)
+
+
 def run_tiles(network: torch.nn.Module, volume: np.ndarray, grid: TileGrid, stitcher: Stitcher, *,
-              outputs, device: torch.device, dtype: torch.dtype | None, batch_size: int,
-              progress: bool = True, desc: str = "tiles") -> np.ndarray:
+              outputs, device: torch.device, precision: Precision | torch.dtype | None,
+              batch_size: int, progress: bool = True, desc: str = "tiles") -> np.ndarray:
     """Run ``network`` on every tile of ``grid`` and stitch the outputs.
 
-    ``outputs`` maps the network's return value to one ``N, C, D, H, W`` tensor. Returns
+    ``outputs`` maps the network's return value to one ``N, C, D, H, W`` tensor. The volume
+    is copied to ``device`` once; tiles are cut, run and stitched there (``stitcher`` should
+    live on ``device``). ``precision`` is a :class:`Precision` or an autocast dtype. Returns
     ``stitcher.result()``.
     """
+    precision = _as_precision(precision)
+    dtype = precision.dtype
     autocast = torch.autocast(device_type=device.type, dtype=dtype or torch.float32,
                               enabled=dtype is not None)
     layout = memory_format(device)
+    source = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32)).to(device)
     bar = tqdm(total=len(grid), desc=desc, unit="tile", disable=not progress, leave=False)
-    with torch.inference_mode(), autocast, _cudnn_benchmark(device), bar:
-        for starts, tiles in _batches(volume, grid, batch_size):
-            batch = torch.from_numpy(tiles).to(device, non_blocking=True)
-            batch = batch.contiguous(memory_format=layout)
-            result = outputs(network(batch)).float().cpu().numpy()
+    tail = float32_layers(network, precision.fp32_part if dtype is not None else None)
+    with torch.inference_mode(), autocast, _cudnn_benchmark(device), tail, bar:
+        for starts, size in _batches(grid, batch_size):
+            batch = _tile_batch(source, starts, size).contiguous(memory_format=layout)
+            result = outputs(network(batch)).float()
             for start, out in zip(starts, result):
                 stitcher.add(start, out)
             bar.update(len(starts))
     return stitcher.result()
 
 
-def network_precision(network: torch.nn.Module, precision: str,
-                      device: torch.device) -> torch.dtype | None:
-    """:func:`resolve_precision` for ``network`` (compact networks keep float32 on CPU)."""
-    return resolve_precision(precision, device, is_compact(network))
-
-
 def _prepare(network: torch.nn.Module, device, precision, compile_network: bool):
     dev = resolve_device(device)
-    dtype = network_precision(network, precision, dev)
+    chosen = network_precision(network, precision, dev)
     network = network.eval().to(dev, memory_format=memory_format(dev))
     if compile_network:
         network = torch.compile(network, dynamic=False)
-    return network, dev, dtype
+    return network, dev, chosen
 
 
 def _enhance_outputs(result) -> torch.Tensor:
@@ -225,19 +214,77 @@ def _enhance_outputs(result) -> torch.Tensor:
     return torch.cat([recon, seg], dim=1)
 
 
-def enhance_grid(volume: np.ndarray, mask: np.ndarray | None, tiling: str) -> tuple[TileGrid, float]:
-    """Tile grid and stitching counter start for ``tiling`` (``"fast"`` or ``"upstream"``)."""
+def _geometry(geometry, device: torch.device) -> TileSpec:
+    if geometry is None:
+        return default_geometry(device.type)
+    return geometry if isinstance(geometry, TileSpec) else parse_geometry(geometry)
+
+
+def enhance_grid(volume: np.ndarray, mask: np.ndarray | None, tiling: str,
+                 geometry: TileSpec | None = None) -> tuple[TileGrid, float]:
+    """Tile grid and stitching counter start for ``tiling`` (``"fast"`` or ``"upstream"``).
+
+    ``"fast"`` lays tiles by ``geometry`` (default: the CPU geometry) over ``mask``
+    (default: the positive voxels of ``volume``).
+    """
     if tiling == "upstream":
         source = volume if mask is None else volume * mask
         return upstream_grid(source), UPSTREAM_COUNTER_START
     if tiling == "fast":
-        return fast_grid(volume > 0 if mask is None else mask), 0.0
+        spec = geometry or default_geometry("cpu")
+        return fit_grid(volume > 0 if mask is None else mask, spec), 0.0
     raise ValueError(f"unknown tiling {tiling!r}; expected one of {TILINGS}")
 
 
+@dataclass
+class Enhancement:
+    """Output of :func:`run_enhancement`: the maps and a report of how they were computed.
+
+    ``report`` holds the device, precision, batch size, tiling and tile geometry
+    (``geometry`` name, ``placement``, ``tile``, ``margin``, ``dilation``, ``tiles``,
+    ``voxels_computed``, ``brain_voxels``, ``work_ratio``, ``uncovered_brain_voxels``).
+    """
+
+    recon: np.ndarray
+    scores: np.ndarray
+    report: dict = field(default_factory=dict)
+
+
+def run_enhancement(volume, network: torch.nn.Module, *, mask=None, tiling: str = "fast",
+                    geometry: TileSpec | str | None = None, device: str | torch.device = "auto",
+                    precision: str = "auto", num_threads: int | None = None, progress: bool = True,
+                    batch_size: int | None = None, compile: bool = False) -> Enhancement:
+    """Run the enhancement network over a whole volume; see :func:`enhance_volume`.
+
+    ``geometry`` (a :class:`TileSpec` or its name) sets the fast scheme's tiles; default:
+    the geometry of the device kind (:func:`.geometry.default_geometry`).
+    """
+    vol = check_volume(volume)
+    msk = None if mask is None else check_mask(mask, vol.shape)
+    if msk is None and not (vol > 0).any():
+        raise ValueError("volume: no positive voxel to enhance (all zero or negative)")
+    with _thread_count(num_threads):
+        net, dev, chosen = _prepare(network, device, precision, compile)
+        spec = _geometry(geometry, dev)
+        grid, counter_start = enhance_grid(vol, msk, tiling, spec)
+        brain = vol > 0 if msk is None else msk
+        batch = batch_size or default_batch_size(network, np.max(grid.sizes, axis=0)
+                                                 if grid.sizes is not None else grid.tile, dev)
+        report = {"device": str(dev), "precision": chosen.name, "batch_size": int(batch),
+                  "tiling": tiling, "geometry": spec.name if tiling == "fast" else "release",
+                  "dilation": spec.dilation if tiling == "fast" else None,
+                  **grid.summary(brain)}
+        LOGGER.info("enhancement: %d tiles (%s, %s), work ratio %.2f, on %s, %s", len(grid),
+                    report["geometry"], grid.placement, report["work_ratio"], dev, chosen.name)
+        stitcher = Stitcher(grid, 5, counter_start=counter_start, device=dev)
+        maps = run_tiles(net, vol, grid, stitcher, outputs=_enhance_outputs, device=dev,
+                         precision=chosen, batch_size=batch, progress=progress, desc="enhance")
+    return Enhancement(maps[0], maps[1:], report)
+
+
 def enhance_volume(volume, network: torch.nn.Module, *, mask=None, tiling: str = "fast",
-                   device: str | torch.device = "auto", precision: str = "auto",
-                   num_threads: int | None = None, progress: bool = True,
+                   geometry: TileSpec | str | None = None, device: str | torch.device = "auto",
+                   precision: str = "auto", num_threads: int | None = None, progress: bool = True,
                    batch_size: int | None = None, compile: bool = False,
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Run the enhancement network over a whole volume.
@@ -251,15 +298,18 @@ def enhance_volume(volume, network: torch.nn.Module, *, mask=None, tiling: str =
         Network E (returns ``(seg, recon)``); it is put in eval mode and moved to the device.
     mask : array_like, optional
         Brain mask of the same shape; default: the non-zero voxels of ``volume``. ``"fast"``
-        tiles only its dilated extent; ``"upstream"`` takes its bounding box from
+        covers its dilated extent; ``"upstream"`` takes its bounding box from
         ``volume * mask`` as the release does from the masked image.
     tiling : {"fast", "upstream"}
         ``"upstream"`` reproduces the release's patch scheme exactly (spec 8.4 steps 6-9).
+    geometry : TileSpec or str, optional
+        Tiles of the fast scheme (default: the device kind's, :mod:`.geometry`).
     device : str or torch.device
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda[:N]"``.
-    precision : {"auto", "fp32", "bf16", "fp16"}
-        Autocast dtype; ``"auto"`` picks bf16/fp16 on CUDA, bf16 on CPUs with native
-        bfloat16 for official-width networks, else float32 (:func:`resolve_precision`).
+    precision : {"auto", "fp32", "bf16", "bf16-tail32", "bf16-recon32", "fp16"}
+        Autocast dtype; ``"auto"`` follows :func:`.precision.resolve_precision` (bfloat16 only
+        for networks with a recorded bf16 fidelity of at least 45 dB, on devices that run it
+        natively; else float32).
     num_threads : int, optional
         Torch CPU threads during the call (restored afterwards).
     progress : bool
@@ -275,21 +325,13 @@ def enhance_volume(volume, network: torch.nn.Module, *, mask=None, tiling: str =
         Enhanced intensities, float32, shape of ``volume`` (0 where no tile reached).
     class_scores : ndarray
         The 4 averaged raw class scores (BG, CSF, GM, WM), float32, ``(4, *shape)``.
+
+    :func:`run_enhancement` returns the same maps with a report of the geometry and settings.
     """
-    vol = check_volume(volume)
-    msk = None if mask is None else check_mask(mask, vol.shape)
-    if msk is None and not (vol > 0).any():
-        raise ValueError("volume: no positive voxel to enhance (all zero or negative)")
-    grid, counter_start = enhance_grid(vol, msk, tiling)
-    with _thread_count(num_threads):
-        net, dev, dtype = _prepare(network, device, precision, compile)
-        LOGGER.info("enhancement: %d tiles of %d³ (%s tiling) on %s, %s", len(grid), grid.tile,
-                    tiling, dev, precision_name(dtype))
-        stitcher = Stitcher(grid, 5, counter_start=counter_start)
-        maps = run_tiles(net, vol, grid, stitcher, outputs=_enhance_outputs, device=dev, dtype=dtype,
-                         batch_size=batch_size or default_batch_size(network, grid.tile, dev),
-                         progress=progress, desc="enhance")
-    return maps[0], maps[1:]
+    result = run_enhancement(volume, network, mask=mask, tiling=tiling, geometry=geometry,
+                             device=device, precision=precision, num_threads=num_threads,
+                             progress=progress, batch_size=batch_size, compile=compile)
+    return result.recon, result.scores
 
 
 def skullstrip_volume(volume, network: torch.nn.Module, *, device: str | torch.device = "auto",
@@ -318,10 +360,10 @@ def skullstrip_volume(volume, network: torch.nn.Module, *, device: str | torch.d
     vol = check_volume(volume)
     grid = sliding_window_grid(vol.shape)
     with _thread_count(num_threads):
-        net, dev, dtype = _prepare(network, device, precision, False)
+        net, dev, chosen = _prepare(network, device, precision, False)
         LOGGER.info("skull stripping: %d windows of %d³ on %s, %s", len(grid), grid.tile, dev,
-                    precision_name(dtype))
-        stitcher = Stitcher(grid, 4)
+                    chosen.name)
+        stitcher = Stitcher(grid, 4, device=dev)
         return run_tiles(net, vol, grid, stitcher, outputs=lambda probs: probs, device=dev,
-                         dtype=dtype, batch_size=batch_size or STRIP_BATCH, progress=progress,
+                         precision=chosen, batch_size=batch_size or STRIP_BATCH, progress=progress,
                          desc="skull strip")

@@ -9,6 +9,8 @@ resolutions); official widths are 64 (E) and 32 (S).
 
 from __future__ import annotations
 
+import contextlib
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -76,14 +78,26 @@ def check_input_shape(shape) -> None:
         )
 
 
+def _in_float32(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Run ``layer`` on ``x`` in float32 with autocast off."""
+    with torch.autocast(x.device.type, enabled=False):
+        return layer(x.float())
+
+
 class _DenseUNet(nn.Module):
-    """Host module for one or more dense U-Net trunks with checkpoint-exact names."""
+    """Host module for one or more dense U-Net trunks with checkpoint-exact names.
+
+    Layers named in ``fp32_layers`` run in float32 even under autocast.
+    """
+
+    fp32_layers: frozenset = frozenset()
 
     def _add(self, name: str, layer: nn.Module) -> None:
         self.add_module(name, layer)
 
-    def _layer(self, name: str) -> nn.Module:
-        return self._modules[name]
+    def _layer(self, name: str):
+        layer = self._modules[name]
+        return partial(_in_float32, layer) if name in self.fp32_layers else layer
 
     def _add_dense_block(self, block: _Block, cin: int, f: int, sfx: str) -> int:
         """Register a head conv, its BN and three dense units; return output channels."""
@@ -171,6 +185,10 @@ class EnhancementNetwork(_DenseUNet):
 
     n_classes = 4
     kind = "enhance"
+    #: Layer sets :func:`float32_layers` can keep in float32: ``tail``, the reconstruction
+    #: trunk's last dense block and output layer; ``recon``, the connection and the whole
+    #: reconstruction trunk (only the segmentation trunk left in reduced precision).
+    FLOAT32_PARTS = ("tail", "recon")
 
     def __init__(self, width: int = OFFICIAL_WIDTH["enhance"]):
         super().__init__()
@@ -186,8 +204,8 @@ class EnhancementNetwork(_DenseUNet):
     def forward(self, x: torch.Tensor):
         check_input_shape(x.shape)
         seg = self._trunk(x)
-        a = self._bn_relu("bn1_con", self.conv1_con(torch.softmax(seg, dim=1)))
-        b = self._bn_relu("bn2_con", self.conv2_con(x))
+        a = self._bn_relu("bn1_con", self._layer("conv1_con")(torch.softmax(seg, dim=1)))
+        b = self._bn_relu("bn2_con", self._layer("conv2_con")(x))
         recon = self._trunk(torch.cat([a, b], 1), "_recon")
         return seg, recon
 
@@ -206,6 +224,36 @@ class SkullStripNetwork(_DenseUNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input_shape(x.shape)
         return torch.softmax(self._trunk(x), dim=1)
+
+
+def float32_part(network: nn.Module, part: str) -> frozenset:
+    """Names of the layers of ``part`` (see ``EnhancementNetwork.FLOAT32_PARTS``)."""
+    names = [name for name, _ in network.named_children()]
+    if part == "tail":
+        tail = {f"{layer}{n}_recon" for n in (28, 29, 30, 31, 32) for layer in ("conv", "bn")}
+        return frozenset(n for n in names if n in tail)
+    if part == "recon":
+        return frozenset(n for n in names if n.endswith(("_recon", "_con")))
+    raise ValueError(f"unknown float32 part {part!r}; expected 'tail' or 'recon'")
+
+
+@contextlib.contextmanager
+def float32_layers(network: nn.Module, layers=None):
+    """Within the block, run ``layers`` of ``network`` in float32 under autocast.
+
+    ``layers``: a part name (``"tail"``, ``"recon"``), a set of layer names, or ``None``
+    (nothing changed).
+    """
+    if not layers:
+        yield network
+        return
+    module = getattr(network, "_orig_mod", network)  # the module inside torch.compile's wrapper
+    before = module.fp32_layers
+    module.fp32_layers = float32_part(module, layers) if isinstance(layers, str) else frozenset(layers)
+    try:
+        yield network
+    finally:
+        module.fp32_layers = before
 
 
 def is_compact(network: nn.Module) -> bool:

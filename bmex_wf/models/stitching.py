@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from .tiling import TileGrid
 
@@ -23,8 +24,10 @@ class Stitcher:
         Initial value of the visit counter. ``0`` gives an exact weighted mean (voxels no
         tile keeps are 0); the release uses ``1e-5`` and divides by ``counter + 1e-5``.
     weight : ndarray, optional
-        Blending weight over the kept region of a tile (shape ``(keep,)*3``); uniform when
-        omitted (plain averaging, as in the release).
+        Blending weight over the kept region of a tile (shape ``(keep,)*3``, cubic grids
+        only); uniform when omitted (plain averaging, as in the release).
+    device : str or torch.device
+        Where the sums live: tiles computed on a GPU are stitched there.
 
     Notes
     -----
@@ -33,19 +36,24 @@ class Stitcher:
     """
 
     def __init__(self, grid: TileGrid, channels: int, *, counter_start: float = 0.0,
-                 weight: np.ndarray | None = None):
+                 weight: np.ndarray | None = None, device: str | torch.device = "cpu"):
         keep = grid.tile - 2 * grid.margin
-        if weight is not None and np.shape(weight) != (keep,) * 3:
-            raise ValueError(f"blending weight must have shape {(keep,) * 3}, got {np.shape(weight)}")
+        if weight is not None and (grid.sizes is not None or np.shape(weight) != (keep,) * 3):
+            raise ValueError(f"blending weight must have shape {(keep,) * 3} on a cubic grid, "
+                             f"got {np.shape(weight)}")
         self.grid = grid
+        self.device = torch.device(device)
         self.counter_start = float(counter_start)
-        self.weight = None if weight is None else np.asarray(weight, dtype=np.float32)
-        self.sums = np.zeros((channels, *grid.shape), dtype=np.float32)
-        self.counter = np.full(grid.shape, self.counter_start, dtype=np.float32)
+        self.weight = None if weight is None else torch.as_tensor(
+            np.asarray(weight, dtype=np.float32), device=self.device)
+        self.sums = torch.zeros((channels, *grid.shape), dtype=torch.float32, device=self.device)
+        self.counter = torch.full(tuple(grid.shape), self.counter_start, dtype=torch.float32,
+                                  device=self.device)
 
-    def add(self, start, output: np.ndarray) -> None:
-        """Add one tile ``output`` (``channels, tile, tile, tile``) started at ``start``."""
-        vol, loc = self.grid.keep_box(start)
+    def add(self, start, output) -> None:
+        """Add one tile ``output`` (``channels, *size``, array or tensor) started at ``start``."""
+        output = torch.as_tensor(output).to(self.device, torch.float32)
+        vol, loc = self.grid.keep_box(start, tuple(output.shape[1:]))
         if any(s.stop <= s.start for s in vol):
             return
         part = output[(slice(None), *loc)]
@@ -59,13 +67,14 @@ class Stitcher:
         self.counter[vol] += w
 
     def result(self) -> np.ndarray:
-        """Return the averaged maps (``channels, *shape``; voxels no tile kept are 0).
+        """Return the averaged maps as a float32 array (``channels, *shape``; voxels no tile kept are 0).
 
         The accumulator is reused for the result: call once.
         """
         if self.counter_start > 0:
             self.sums /= self.counter
-            return self.sums
-        # Unvisited voxels hold a zero sum, which ``where`` leaves in place.
-        np.divide(self.sums, self.counter, out=self.sums, where=self.counter > 0)
-        return self.sums
+        else:
+            # Unvisited voxels hold a zero sum: dividing them by one leaves them at 0.
+            self.sums /= torch.where(self.counter > 0, self.counter, torch.ones_like(self.counter))
+        del self.counter
+        return self.sums.cpu().numpy()

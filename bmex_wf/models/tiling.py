@@ -1,11 +1,12 @@
 """Tile geometry for whole-volume inference (no model, no stitching).
 
-A :class:`TileGrid` lists cubic tiles by their start corner in volume
-coordinates (starts may be negative or run past the far edge: the missing part
-of a tile is read as zeros). Each tile keeps only its inner region, ``margin``
-voxels away from every face, clipped to the volume.
+A :class:`TileGrid` lists tiles by their start corner in volume coordinates
+(starts may be negative or run past the far edge: the missing part of a tile is
+read as zeros) and, when they are not all ``tile``³, their sizes. Each tile
+keeps only its inner region (its kept core), ``margin`` voxels away from every
+face, clipped to the volume.
 
-Two layouts exist:
+Layouts here (mask-fitted placement is in :mod:`.placement`):
 
 * :func:`upstream_grid` reproduces the release's patch scheme (spec 8.4 steps
   6-7): zero padding of 40, bounding box from the positive slice sums with the
@@ -13,16 +14,16 @@ Two layouts exist:
   the inner 30³.
 * :func:`fast_grid` tiles the dilated brain mask with non-redundant keep
   regions (step = tile - 2·margin), keeping only tiles whose keep region
-  touches the mask.
+  touches the mask (placement ``lattice``).
+* :func:`sliding_window_grid`: the skull-stripping windows of the release.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import ndimage
 
 from .networks import SIZE_MULTIPLE
 
@@ -32,7 +33,7 @@ UPSTREAM_PATCH = 40
 UPSTREAM_STEP = 18
 UPSTREAM_MARGIN = 5
 
-#: Default fast scheme, chosen by measurement (see benchmarks/README.md).
+#: Lattice defaults (the fast scheme before mask-fitted placement, :mod:`.placement`).
 FAST_TILE = 40
 FAST_MARGIN = 5
 FAST_DILATION = 2
@@ -40,37 +41,57 @@ FAST_DILATION = 2
 
 @dataclass(frozen=True)
 class TileGrid:
-    """Cubic tiles over a volume.
+    """Tiles over a volume, cubic unless ``sizes`` says otherwise.
 
     Attributes
     ----------
     shape : tuple of int
         Shape of the volume the grid refers to.
     tile : int
-        Edge length of every tile (a multiple of 8).
+        Edge length of every tile (a multiple of 8); for grids with ``sizes``, the
+        cross-section edge.
     margin : int
         Voxels dropped at every face of a tile's output.
     starts : ndarray of int, shape (n, 3)
         Start corner of each tile in volume coordinates.
+    sizes : ndarray of int, shape (n, 3), optional
+        Edge lengths of each tile (multiples of 8); ``None``: every tile is ``tile``³.
+    placement : str
+        Rule that laid the tiles (for reports).
     """
 
     shape: tuple
     tile: int
     margin: int
     starts: np.ndarray
+    sizes: np.ndarray | None = None
+    placement: str = ""
 
     def __len__(self) -> int:
         return len(self.starts)
 
-    def keep_box(self, start) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    def size_of(self, index: int) -> tuple[int, int, int]:
+        """Edge lengths of tile ``index``."""
+        if self.sizes is None:
+            return (self.tile,) * 3
+        return tuple(int(n) for n in self.sizes[index])
+
+    def tiles(self):
+        """Iterate over ``(start, size)`` of every tile."""
+        for index, start in enumerate(self.starts):
+            yield start, self.size_of(index)
+
+    def keep_box(self, start, size=None) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
         """Return (volume slices, tile slices) of one tile's kept region, clipped to the volume.
 
-        Either tuple is empty-sized along an axis when the kept region lies outside the volume.
+        ``size`` defaults to ``tile``³. Either tuple is empty-sized along an axis when the
+        kept region lies outside the volume.
         """
+        size = (self.tile,) * 3 if size is None else size
         vol, loc = [], []
-        for s, n in zip(start, self.shape):
+        for s, length, n in zip(start, size, self.shape):
             lo = max(int(s) + self.margin, 0)
-            hi = min(int(s) + self.tile - self.margin, n)
+            hi = min(int(s) + int(length) - self.margin, n)
             hi = max(hi, lo)
             vol.append(slice(lo, hi))
             loc.append(slice(lo - int(s), hi - int(s)))
@@ -79,9 +100,42 @@ class TileGrid:
     def coverage(self) -> np.ndarray:
         """Number of tiles keeping each voxel (int32 array of ``shape``)."""
         count = np.zeros(self.shape, dtype=np.int32)
-        for start in self.starts:
-            count[self.keep_box(start)[0]] += 1
+        for start, size in self.tiles():
+            count[self.keep_box(start, size)[0]] += 1
         return count
+
+    def uncovered(self, mask: np.ndarray) -> int:
+        """Number of voxels of ``mask`` that no tile keeps."""
+        return int(np.count_nonzero(np.asarray(mask, dtype=bool) & (self.coverage() == 0)))
+
+    def voxels(self) -> int:
+        """Voxels the network computes over all tiles."""
+        if self.sizes is None:
+            return len(self) * self.tile ** 3
+        return int(np.prod(self.sizes, axis=1, dtype=np.int64).sum())
+
+    def summary(self, mask: np.ndarray) -> dict:
+        """Geometry facts for reports: placement, tile, margin, count, work against ``mask``.
+
+        ``work_ratio`` is voxels computed ÷ voxels of ``mask``; ``uncovered_brain_voxels``
+        counts voxels of ``mask`` in no tile's kept core (0 for a complete cover).
+        """
+        brain = int(np.count_nonzero(mask))
+        voxels = self.voxels()
+        return {"placement": self.placement, "tile": int(self.tile), "margin": int(self.margin),
+                "tiles": len(self), "voxels_computed": voxels, "brain_voxels": brain,
+                "work_ratio": round(voxels / brain, 3) if brain else float("nan"),
+                "uncovered_brain_voxels": self.uncovered(mask)}
+
+    def subset(self, index) -> TileGrid:
+        """The grid of the tiles ``index`` (indices or a boolean selection)."""
+        sizes = None if self.sizes is None else self.sizes[index]
+        return replace(self, starts=self.starts[index], sizes=sizes)
+
+    def moved(self, shape, offset) -> TileGrid:
+        """The same tiles on a volume of ``shape`` whose origin lies at ``offset`` in this one."""
+        return replace(self, shape=tuple(int(n) for n in shape),
+                       starts=self.starts - np.asarray(offset, dtype=np.int64))
 
 
 def check_tile(tile: int, margin: int) -> None:
@@ -92,12 +146,16 @@ def check_tile(tile: int, margin: int) -> None:
         raise ValueError(f"tile margin must be in [0, {(tile - 1) // 2}], got {margin!r}")
 
 
-def extract_tile(volume: np.ndarray, start, size: int) -> np.ndarray:
-    """Return the ``size``³ block of ``volume`` at ``start``, zero-filled outside the volume."""
-    out = np.zeros((size,) * 3, dtype=np.float32)
+def extract_tile(volume: np.ndarray, start, size) -> np.ndarray:
+    """Return the block of ``volume`` at ``start``, zero-filled outside the volume.
+
+    ``size`` is one edge length (a cube) or three.
+    """
+    size = (int(size),) * 3 if np.ndim(size) == 0 else tuple(int(n) for n in size)
+    out = np.zeros(size, dtype=np.float32)
     src, dst = [], []
-    for s, n in zip(start, volume.shape):
-        lo, hi = max(int(s), 0), min(int(s) + size, n)
+    for s, length, n in zip(start, size, volume.shape):
+        lo, hi = max(int(s), 0), min(int(s) + length, n)
         if hi <= lo:
             return out
         src.append(slice(lo, hi))
@@ -141,7 +199,8 @@ def upstream_grid(volume: np.ndarray, shift: int = 0) -> TileGrid:
         first, last = _upstream_axis_range(profile)
         padded_starts = range(first - UPSTREAM_MARGIN - shift, last + UPSTREAM_MARGIN, UPSTREAM_STEP)
         axes.append(np.asarray(padded_starts, dtype=np.int64) - UPSTREAM_PAD)
-    return TileGrid(tuple(volume.shape), UPSTREAM_PATCH, UPSTREAM_MARGIN, _product(axes))
+    return TileGrid(tuple(volume.shape), UPSTREAM_PATCH, UPSTREAM_MARGIN, _product(axes),
+                    placement="release")
 
 
 def _product(axes) -> np.ndarray:
@@ -159,7 +218,20 @@ def dilate_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     box = bounding_box(mask)
     grown = tuple(slice(max(s.start - radius, 0), min(s.stop + radius, n)) for s, n in zip(box, mask.shape))
     out = np.zeros_like(mask)
-    out[grown] = ndimage.maximum_filter(mask[grown], size=2 * radius + 1, mode="constant", cval=0)
+    out[grown] = _max_filter(mask[grown], radius)
+    return out
+
+
+def _max_filter(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Separable cube max filter of a boolean array (outside counts as False)."""
+    out = mask
+    for axis in range(mask.ndim):
+        src = np.moveaxis(out, axis, 0)
+        acc = src.copy()
+        for shift in range(1, radius + 1):
+            acc[shift:] |= src[:-shift]
+            acc[:-shift] |= src[shift:]
+        out = np.moveaxis(acc, 0, axis)
     return out
 
 
@@ -201,7 +273,8 @@ def fast_grid(mask: np.ndarray, tile: int = FAST_TILE, margin: int = FAST_MARGIN
     blocks[tuple(dst)] = region[tuple(src)]
     touched = blocks.reshape(counts[0], step, counts[1], step, counts[2], step).any(axis=(1, 3, 5))
     keep_starts = _product(axes).reshape(*counts, 3)[touched] - margin
-    return TileGrid(tuple(mask.shape), tile, margin, keep_starts.astype(np.int64))
+    return TileGrid(tuple(mask.shape), tile, margin, keep_starts.astype(np.int64),
+                    placement="lattice")
 
 
 #: Skull-stripping windows of the release (MONAI sliding window, spec 8.3 step 7).

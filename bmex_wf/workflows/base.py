@@ -177,7 +177,7 @@ raises resolution, removes noise and harmonizes structural MRI.
         (postproc, qc, [("outputnode.qi", "qi"), ("outputnode.tct_before", "tct_before"),
                         ("outputnode.tct_after", "tct_after")]),
         (enhance, qc, [("outputnode.device", "device"), ("outputnode.precision", "precision"),
-                       ("outputnode.seconds", "enhance_seconds")]),
+                       ("outputnode.seconds", "enhance_seconds"), ("outputnode.geometry", "geometry")]),
         (postproc, outputnode, [(f"outputnode.{f}", f)
                                 for f in (*IMAGE_OUTPUTS, "probsegs", "qi")]),
         (preproc, outputnode, [("outputnode.landmarks", "landmarks")]),

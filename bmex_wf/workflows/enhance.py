@@ -8,9 +8,10 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 from niworkflows.interfaces.nibabel import SplitSeries
 
 from ..interfaces.enhance import Enhance
+from ..models.geometry import default_geometry
 
 #: Outputs of the enhancement sub-workflow.
-ENHANCE_OUTPUTS = ("recon", "scores", "device", "precision", "seconds")
+ENHANCE_OUTPUTS = ("recon", "scores", "device", "precision", "seconds", "geometry")
 
 
 def init_bmex_enhance_wf(*, model_file: str, builtin: bool, group: str, contrast: str,
@@ -36,7 +37,8 @@ def init_bmex_enhance_wf(*, model_file: str, builtin: bool, group: str, contrast
     group, contrast : str
         Age group and contrast it serves.
     tiling, precision, use_gpu, omp_nthreads
-        Inference settings.
+        Inference settings; the tile geometry is the default of the device kind
+        (``use_gpu``), part of the node's hash.
 
     Inputs
     ------
@@ -51,6 +53,8 @@ def init_bmex_enhance_wf(*, model_file: str, builtin: bool, group: str, contrast
         The 4 class-score maps (BG, CSF, GM, WM) on the network grid, one file each.
     device, precision, seconds
         Where and how the network ran, and how long it took.
+    geometry
+        Tile geometry and work of the run (for the QC record).
     """
     workflow = Workflow(name=name)
     model = ("the compact built-in model of *bmex-wf* (a network of the BME-X family trained by "
@@ -62,15 +66,17 @@ Network inference with {model} produced the enhanced brain and four tissue-class
 """
     inputnode = pe.Node(niu.IdentityInterface(fields=["in_file", "in_mask"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=list(ENHANCE_OUTPUTS)), name="outputnode")
-    enhance = pe.Node(Enhance(model_file=str(model_file), tiling=tiling, precision=precision,
-                              use_gpu=use_gpu, num_threads=omp_nthreads),
+    geometry = default_geometry("gpu" if use_gpu else "cpu").name
+    enhance = pe.Node(Enhance(model_file=str(model_file), tiling=tiling, geometry=geometry,
+                              precision=precision, use_gpu=use_gpu, num_threads=omp_nthreads),
                       name="enhance", n_procs=omp_nthreads, mem_gb=4)
     split_scores = pe.Node(SplitSeries(), name="split_scores")
     workflow.connect([
         (inputnode, enhance, [("in_file", "in_file"), ("in_mask", "in_mask")]),
         (enhance, split_scores, [("out_scores", "in_file")]),
         (enhance, outputnode, [("out_file", "recon"), ("device", "device"),
-                               ("precision", "precision"), ("seconds", "seconds")]),
+                               ("precision", "precision"), ("seconds", "seconds"),
+                               ("geometry", "geometry")]),
         (split_scores, outputnode, [("out_files", "scores")]),
     ])
     return workflow
