@@ -29,6 +29,6 @@ python -m bmex_wf.training.cli "$run/stage2" \
   --width 8 --crop 32 --batch 4 --seed 1 --steps 6000 --lr 5e-4 --seg-weight 0.5 \
   --max-kinds 3 --p-clean 0.1 --p-synthetic-pair 0.2 --ema-decay 0.997 --autocast bf16 \
   --val-every 100 --val-crop 32 --val-per-kind 2 --num-threads 2 --workers 1 \
-  --checkpoint-minutes 3 --max-minutes 22 --no-progress
+  --checkpoint-minutes 3 --stop-step 1600 --no-progress
 python -c "from bmex_wf.training.loop import export_model; \
   export_model('$run/stage2/last.pt', 'bmex_wf/data/bmex-builtin-enhance.pt')"
