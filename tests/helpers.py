@@ -1,6 +1,11 @@
-"""Helpers shared by the tests: small rule-weight networks and a node runner."""
+"""Helpers shared by the tests: small networks, a node runner, benchmark modules."""
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
 
 from bmex_wf.models import build_network
 from bmex_wf.testing.rule_weights import apply_rule_weights
@@ -19,3 +24,21 @@ def run_node(interface, base_dir, name: str = "node", **inputs):
     for key, value in inputs.items():
         setattr(node.inputs, key, value)
     return node.run().outputs
+
+
+def load_benchmark(name: str):
+    """The module ``benchmarks/<name>.py`` (the benchmarks are scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class IdentityNetwork(torch.nn.Module):
+    """Network E's interface (4 class scores, reconstruction) returning its input."""
+
+    width = 8
+
+    def forward(self, x):
+        return torch.zeros((x.shape[0], 4, *x.shape[2:])), x

@@ -2,36 +2,23 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from nibabel.affines import apply_affine, voxel_sizes
 from scipy.ndimage import gaussian_filter
 from scipy.stats import spearmanr
 
 from .conftest import rotation
+from .helpers import IdentityNetwork, load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_superres.py"
-    spec = importlib.util.spec_from_file_location("bench_superres", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_superres")
 
 
-class Identity(torch.nn.Module):
-    """Network E's interface (class scores, reconstruction) returning its input."""
-
-    width = 8
-
-    def forward(self, x):
-        return torch.zeros(x.shape[0], 4, *x.shape[2:]), x
+Identity = IdentityNetwork
 
 
 def test_slab_average_centres_each_thick_slice_on_its_slab(bench):

@@ -2,34 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from bmex_wf.metrics import correlation, psnr
 from bmex_wf.training.data import Volume, split_slab
 
+from .helpers import IdentityNetwork, load_benchmark
 from .test_demo_scores import EXAMPLE_SCORES
 
 
 @pytest.fixture(scope="module")
 def eval_builtin():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_builtin.py"
-    spec = importlib.util.spec_from_file_location("eval_builtin", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("eval_builtin")
 
 
-class Identity(torch.nn.Module):
-    """Network E's interface (class scores, reconstruction) returning its input."""
-
-    def forward(self, x):
-        return torch.zeros((x.shape[0], 4, *x.shape[2:])), x
+Identity = IdentityNetwork
 
 
 def test_pair_scores_use_the_held_out_slab_only(eval_builtin):
