@@ -26,6 +26,11 @@ def fit_affine(values, reference, mask) -> np.ndarray:
     return a * x + b
 
 
+def _range(reference: np.ndarray, inside: np.ndarray) -> float:
+    """Intensity range of ``reference`` inside the boolean mask ``inside`` (the fitted peak)."""
+    return float(reference[inside].max() - reference[inside].min())
+
+
 def fitted_psnr(output, reference, mask) -> float:
     """Scale-free PSNR (dB): ``output`` is fitted to ``reference`` by ``a·x+b`` first.
 
@@ -33,8 +38,7 @@ def fitted_psnr(output, reference, mask) -> float:
     """
     inside = np.asarray(mask, bool)
     ref = np.asarray(reference, np.float64)
-    peak = float(ref[inside].max() - ref[inside].min())
-    return psnr(fit_affine(output, ref, inside), ref, inside, peak=peak)
+    return psnr(fit_affine(output, ref, inside), ref, inside, peak=_range(ref, inside))
 
 
 def ssim(output, target, mask, peak: float = TEMPLATE_PEAK) -> float:
@@ -51,8 +55,7 @@ def fitted_ssim(output, reference, mask) -> float:
     """SSIM after the least-squares fit of :func:`fitted_psnr`, with the same peak."""
     inside = np.asarray(mask, bool)
     ref = np.asarray(reference, np.float64)
-    peak = float(ref[inside].max() - ref[inside].min())
-    return ssim(fit_affine(output, ref, inside) * inside, ref * inside, inside, peak=peak)
+    return ssim(fit_affine(output, ref, inside) * inside, ref * inside, inside, peak=_range(ref, inside))
 
 
 def dice(a, b) -> float:

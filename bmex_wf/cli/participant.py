@@ -11,7 +11,7 @@ import logging
 import shutil
 import time
 
-from ..execution.workdir_lock import WorkDirLocked, work_dir_lock
+from ..execution.workdir_lock import GUARD_NAME, LOCK_NAME, WorkDirLocked, work_dir_lock
 from .config import RunConfig
 from .group import run_group
 from .outcomes import Outcome, collect_outcomes, log_summary, write_summary
@@ -39,10 +39,13 @@ def _run_participant(cfg: RunConfig) -> int:
 
     if cfg.clean_workdir and cfg.work_dir.exists():
         LOGGER.info("Emptying the work directory %s", cfg.work_dir)
-        for entry in cfg.work_dir.iterdir():  # the lock file stays
-            if entry.name.startswith(".bmex-wf.lock"):
+        for entry in cfg.work_dir.iterdir():
+            if entry.name in (LOCK_NAME, GUARD_NAME):  # the run's own lock stays
                 continue
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     logs_dir = cfg.output_dir / "logs"
     logs_dir.mkdir(parents=True, exist_ok=True)
     cfg.work_dir.mkdir(parents=True, exist_ok=True)

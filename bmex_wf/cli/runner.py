@@ -48,4 +48,4 @@ def run_workflow(workflow, cfg: RunConfig) -> None:
 
 def check_run_prerequisites(cfg: RunConfig) -> None:
     check_prerequisites(output_dir=cfg.output_dir, work_dir=cfg.work_dir, plugin=cfg.plugin,
-                        device=cfg.device, write_graph=bool(getattr(cfg, "write_graph", False)))
+                        device=cfg.device, write_graph=cfg.write_graph)
