@@ -5,43 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
 
-SHARED = Path(os.environ.get("BMEX_SHARED_DIR", Path(__file__).resolve().parents[1].parent / "shared"))
-
-from .helpers import rule_network
-
-
-def shared_path(*parts) -> Path:
-    """Path under ../shared, skipping the test with a reason when it is absent."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared data not available: {path} is absent")
-    return path
-
-
-def real_crop(tmp_path, subject="0002", size=100) -> str:
-    """A central crop of a test_BIDS image, geometry kept (oblique affine)."""
-    import nibabel as nib
-
-    anat = shared_path("data", "test_BIDS", f"sub-{subject}", "ses-V01", "anat")
-    img = nib.load(next(anat.glob("*.nii.gz")))
-    crop = img.slicer[tuple(slice((n - size) // 2, (n - size) // 2 + size) for n in img.shape)]
-    out = tmp_path / f"sub-{subject}_crop.nii.gz"
-    crop.to_filename(str(out))
-    return str(out)
-
-
-def rotation(degrees: float, axis: int) -> np.ndarray:
-    """4x4 affine rotating by ``degrees`` about voxel/world axis ``axis``."""
-    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-    i, j = [a for a in range(3) if a != axis]
-    rot = np.eye(4)
-    rot[[i, i, j, j], [i, j, i, j]] = c, -s, s, c
-    return rot
+from .helpers import rule_network, shared_path
 
 
 @pytest.fixture(scope="session")

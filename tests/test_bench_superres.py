@@ -9,8 +9,7 @@ from nibabel.affines import apply_affine, voxel_sizes
 from scipy.ndimage import gaussian_filter
 from scipy.stats import spearmanr
 
-from .conftest import rotation
-from .helpers import IdentityNetwork, load_benchmark
+from .helpers import IdentityNetwork, load_benchmark, rotation
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from bmex_wf import brainmask as bm
 from bmex_wf.brainmask.synthetic_head import synthetic_head
 from bmex_wf.image.morphology import clean_mask, fill_small_holes
 
-from .conftest import shared_path
+from .helpers import distance_from, shared_path
 
 SHARED_IMAGES = [
     ("sub-0001", "ses-V01", "T1w"), ("sub-0001", "ses-V02", "T1w"), ("sub-0002", "ses-V01", "T1w"),
@@ -38,9 +38,7 @@ def _dice(a, b) -> float:
 
 
 def _ball(shape=(40, 40, 40), radius=12.0, centre=None):
-    grid = np.indices(shape)
-    centre = np.array(shape) / 2.0 if centre is None else np.asarray(centre)
-    return sum((g - c) ** 2 for g, c in zip(grid, centre)) <= radius**2
+    return distance_from(np.array(shape) / 2.0 if centre is None else centre, shape) <= radius
 
 
 @pytest.fixture

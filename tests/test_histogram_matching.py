@@ -18,7 +18,7 @@ from bmex_wf.preproc.intensity import (
     template_names,
     window_intensities,
 )
-from tests.conftest import shared_path
+from tests.helpers import shared_path
 
 TOLERANCE = 0.05  # on the 0..1000 template scale
 

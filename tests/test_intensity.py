@@ -8,7 +8,7 @@ import pytest
 
 from bmex_wf.postproc.skull import add_skull_back
 from bmex_wf.preproc.intensity import window_intensities
-from tests.conftest import shared_path
+from tests.helpers import shared_path
 
 
 def test_window_maps_percentiles_of_nonzero_voxels():

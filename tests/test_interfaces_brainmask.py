@@ -10,8 +10,7 @@ from bmex_wf.brainmask.synthetic_head import synthetic_head
 from bmex_wf.image.morphology import clean_mask
 from bmex_wf.interfaces.brainmask import BrainMask
 
-from .conftest import shared_path
-from .helpers import rule_network
+from .helpers import distance_from, rule_network, shared_path
 
 
 @pytest.fixture
@@ -27,8 +26,7 @@ def fetal_brain():
 
 
 def _ball_head(tmp_path):
-    grid = np.indices((40, 44, 36)).astype(float)
-    dist = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, (21.0, 20.0, 18.0))))
+    dist = distance_from((21.0, 20.0, 18.0), (40, 44, 36))
     brain = nib.Nifti1Image(np.where(dist <= 9, 600.0, 0.0).astype(np.float32),
                             np.diag([2.5, 2.5, 2.5, 1.0]))
     head, truth = synthetic_head(brain, seed=0)

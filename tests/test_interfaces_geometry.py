@@ -16,8 +16,7 @@ from bmex_wf.interfaces.geometry import (
     ValidateImage,
 )
 
-from .conftest import shared_path
-from .helpers import run_node
+from .helpers import run_node, shared_path
 
 OBLIQUE = np.array([[0.72, 0.35, 0, -20], [-0.35, 0.72, 0, -22], [0, 0, 3.0, -15], [0, 0, 0, 1]])
 

@@ -17,7 +17,7 @@ from bmex_wf.image.io import ImageError
 from bmex_wf.interfaces.postproc import QualityIndex, SkullAddBack, TissueSegmentation
 from bmex_wf.interfaces.preproc import HistogramMatch, N4BiasCorrection, WindowIntensities
 from tests import helpers
-from tests.conftest import real_crop, shared_path
+from tests.helpers import real_crop, shared_path
 
 INTERFACES = (
     WindowIntensities,

@@ -9,7 +9,7 @@ import pytest
 from bmex_wf.brainmask import lifespanstrip as ls
 from bmex_wf.brainmask.errors import SourceUnavailable
 
-from .helpers import rule_network
+from .helpers import distance_from, rule_network
 
 
 @pytest.fixture
@@ -37,10 +37,8 @@ def models_dir(tmp_path_factory):
 
 
 def _ball_image(shape=(40, 44, 36), radius=10.0, zoom=2.5, oblique=True, seed=0):
-    grid = np.indices(shape).astype(float)
     centre = (np.array(shape) - 1) / 2.0
-    ball_centre = centre + np.array([5.0, -4.0, 3.0])  # off-centre: flips would show
-    dist = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, ball_centre)))
+    dist = distance_from(centre + np.array([5.0, -4.0, 3.0]), shape)  # off-centre: flips would show
     rng = np.random.default_rng(seed)
     data = np.abs(rng.normal(0, 20, size=shape)) + np.where(dist <= radius, 600.0, 0.0)
     affine = np.diag([zoom, zoom, zoom, 1.0])

@@ -8,7 +8,7 @@ import pytest
 
 from bmex_wf.preproc.intensity import window_intensities
 from bmex_wf.preproc.n4 import N4_ITERATIONS, n4_bias_correct
-from tests.conftest import shared_path
+from tests.helpers import shared_path
 
 
 def smooth_field(shape) -> np.ndarray:

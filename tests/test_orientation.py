@@ -18,8 +18,8 @@ from bmex_wf.image.orientation import (
     to_network_order,
 )
 
-from .conftest import rotation as _rotation
-from .conftest import shared_path
+from .helpers import rotation as _rotation
+from .helpers import shared_path
 
 
 def _head(oblique: bool = False) -> nib.Nifti1Image:

@@ -17,7 +17,7 @@ from bmex_wf.models.geometry import (
 from bmex_wf.models.inference import enhance_volume, run_enhancement
 from bmex_wf.models.placement import column_cover, cube_cover, fit_grid
 from bmex_wf.models.tiling import dilate_mask, fast_grid
-from tests.conftest import shared_path
+from tests.helpers import shared_path
 from tests.test_inference import LocalStub
 
 

@@ -15,7 +15,7 @@ from bmex_wf.image.orientation import to_network_order
 from bmex_wf.preproc.recipe import network_input
 from bmex_wf.training.data import preprocess
 from bmex_wf.workflows.base import init_bmex_wf
-from tests.conftest import real_crop
+from tests.helpers import real_crop
 
 
 def run_up_to(workflow, target: str, inputs: dict, base_dir) -> dict:

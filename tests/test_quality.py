@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from bmex_wf.postproc.quality import quality_index, quality_report, tissue_contrast
 from bmex_wf.preproc.intensity import match_histogram, template_landmarks, window_intensities
-from tests.conftest import shared_path
+from tests.helpers import shared_path
 
 
 def test_tct_of_known_classes():

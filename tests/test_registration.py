@@ -16,7 +16,7 @@ from bmex_wf.spaces.registration import (
     registration_args,
 )
 
-from .conftest import rotation
+from .helpers import rotation
 from .templateflow_local import TEMPLATE, build_templateflow_home
 
 pytest.importorskip("ants")

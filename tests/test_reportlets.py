@@ -21,7 +21,7 @@ from bmex_wf.reports.display import (
 from bmex_wf.reports.figures import finalize_svg, landmark_values, summary_html
 from bmex_wf.reports.qc import load_qc, qc_from_summary
 
-from .conftest import shared_path
+from .helpers import shared_path
 
 T1W = ("data", "test_BIDS", "sub-0001", "ses-V01", "anat", "sub-0001_ses-V01_T1w.nii.gz")
 

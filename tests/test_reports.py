@@ -21,7 +21,7 @@ from bmex_wf.reports.group import GROUP_COLUMNS
 from bmex_wf.reports.qc import normalize_qc
 from bmex_wf.workflows.reports import init_report_wf, template_name
 
-from .conftest import shared_path
+from .helpers import shared_path
 from .test_demo_scores import EXAMPLE_SCORES
 from .test_reportlets import QC_RECORD, T1W, write_case
 

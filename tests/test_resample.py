@@ -17,8 +17,8 @@ from bmex_wf.image.resample import (
     to_sitk,
 )
 
-from .conftest import rotation as _rotation
-from .conftest import shared_path
+from .helpers import rotation as _rotation
+from .helpers import shared_path
 
 
 def _affine(shape, zooms, centre, rotations=(), flips=(1, 1, 1), perm=(0, 1, 2)) -> np.ndarray:

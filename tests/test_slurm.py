@@ -23,7 +23,7 @@ import nibabel as nb
 import numpy as np
 import pytest
 
-from .conftest import shared_path
+from .helpers import shared_path
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

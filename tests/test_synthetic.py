@@ -11,13 +11,11 @@ from scipy import ndimage
 
 from bmex_wf.brainmask.synthetic_head import synthetic_head
 
-from .conftest import shared_path
+from .helpers import distance_from, shared_path
 
 
 def _ball_brain(shape=(40, 44, 36), radius=10.0, zooms=(2.0, 2.0, 2.0), offset=(0, 0, 0)):
-    grid = np.indices(shape).astype(float)
-    centre = np.array(shape) / 2.0 + np.array(offset)
-    dist = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, centre)))
+    dist = distance_from(np.array(shape) / 2.0 + np.array(offset), shape)
     data = np.where(dist <= radius, 500.0 + 100.0 * np.cos(dist), 0.0).astype(np.float32)
     affine = np.diag([*zooms, 1.0])
     return nib.Nifti1Image(data, affine)

@@ -16,7 +16,7 @@ from bmex_wf.models.tiling import (
     sliding_window_grid,
     upstream_grid,
 )
-from tests.conftest import shared_path
+from tests.helpers import shared_path
 
 
 def _ellipsoid(shape, centre, radii) -> np.ndarray:

@@ -20,7 +20,7 @@ from bmex_wf.postproc.volumes import (
     volumes_table,
 )
 
-from .conftest import rotation
+from .helpers import rotation
 
 #: Class means of the synthetic T1w-like phantom (background, CSF, GM, WM).
 T1_MEANS = np.array([0.0, 250.0, 550.0, 850.0])

@@ -40,13 +40,12 @@ from bmex_wf.training.loop import (
 )
 from bmex_wf.training.targets import TargetError, tissue_labels
 
-from .conftest import shared_path
+from .helpers import distance_from, shared_path
 
 
 def _phantom(size: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A smooth 3-tissue phantom in template units: WM core, GM shell, CSF rim, background."""
-    grid = np.indices((size,) * 3).astype(np.float32) - (size - 1) / 2
-    radius = np.sqrt((grid**2).sum(0)) / (size / 2)
+    radius = (distance_from(((size - 1) / 2,) * 3, (size,) * 3) / (size / 2)).astype(np.float32)
     rng = np.random.default_rng(seed)
     texture = rng.normal(0, 4, (size,) * 3).astype(np.float32)
     data = np.select([radius < 0.45, radius < 0.65, radius < 0.8], [420.0, 320.0, 180.0], 0.0)

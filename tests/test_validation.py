@@ -18,7 +18,7 @@ from bmex_wf.image.io import (
     validate_mask,
 )
 
-from .conftest import shared_path
+from .helpers import shared_path
 
 AFFINE = np.array([[0.9, 0.2, 0, -10], [-0.2, 0.9, 0, -12], [0, 0, 1.2, -8], [0, 0, 0, 1]])
 

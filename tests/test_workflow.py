@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from .conftest import rotation
+from .helpers import rotation
 
 
 class _StubEnhancer(torch.nn.Module):

@@ -7,12 +7,10 @@ import logging
 import re
 from pathlib import Path
 
-from bmex_wf.labels import CONTRASTS
+from ..documents import read_document
+from ..labels import CONTRASTS
 
 LOGGER = logging.getLogger("bmex_wf.bids")
-
-
-#: Contrasts processed by bmex-wf.
 
 
 _NIFTI = re.compile(r"\.nii(\.gz)?$")
@@ -21,10 +19,7 @@ _NIFTI = re.compile(r"\.nii(\.gz)?$")
 def load_bids_filters(path) -> dict:
     """Read a ``--bids-filter-file`` (JSON: ``{"t1w": {...}, "t2w": {...}}``)."""
     path = Path(path)
-    try:
-        filters = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable JSON file ({exc})") from None
+    filters = read_document(path, json.loads, (json.JSONDecodeError,), "JSON file")
     if not isinstance(filters, dict) or any(not isinstance(v, dict) for v in filters.values()):
         raise ValueError(f"{path}: expected an object like {{\"t1w\": {{\"acquisition\": \"mprage\"}}}}")
     unknown = set(filters) - {"t1w", "t2w"}

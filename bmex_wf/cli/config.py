@@ -16,6 +16,7 @@ from pathlib import Path
 import toml
 
 from .. import __version__
+from ..documents import read_document
 
 _PATHS = ("bids_dir", "output_dir", "work_dir", "models_dir", "use_plugin")
 
@@ -103,11 +104,7 @@ class RunConfig:
 
 def load_settings(path) -> dict:
     """Flat ``{field: value}`` from a ``config.toml`` (paths back to ``Path``)."""
-    path = Path(path)
-    try:
-        data = toml.loads(path.read_text())
-    except (OSError, toml.TomlDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable config.toml ({exc})") from None
+    data = read_document(path, toml.loads, (toml.TomlDecodeError,), "config.toml")
     names = {f.name for f in dataclasses.fields(RunConfig)}
     flat = {}
     for section in SECTIONS:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..logging_setup import configure_logging
+
 LOGGER = logging.getLogger("bmex_wf.demo")
 
 #: Degradations applied to the demo image (names from bmex_wf.training.degradations).
@@ -87,8 +89,7 @@ def build_demo_dataset(bids_dir, seed: int = 0) -> Path:
 def main(argv=None) -> int:
     """Run ``bmex-wf demo``; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    configure_logging()
     opts = get_parser().parse_args(argv)
     bids_dir, out_dir = opts.output_dir / "bids", opts.output_dir / "derivatives"
     build_demo_dataset(bids_dir, opts.seed)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import sys
+
+from ..logging_setup import configure_logging
 
 #: The first positional argument is a subcommand only when it is exactly one of these.
 SUBCOMMANDS = ("models", "enhance", "demo", "train")
@@ -25,7 +26,7 @@ def _subcommand_main(name: str):
 def main(argv=None) -> int:
     """Entry point of ``bmex-wf``; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    configure_logging()
     if argv and argv[0] in SUBCOMMANDS:
         return _subcommand_main(argv[0])(argv[1:])
     from .participant import bids_app_main

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import json
 
-from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
-    Directory,
-    File,
-    InputMultiObject,
-    SimpleInterface,
-    TraitedSpec,
-    isdefined,
-    traits,
-)
+from nipype.interfaces.base import BaseInterfaceInputSpec, Directory, File, SimpleInterface, TraitedSpec
+from nipype.interfaces.base.traits_extension import InputMultiObject, isdefined, traits
 
 from ..labels import TISSUE_NAMES
 

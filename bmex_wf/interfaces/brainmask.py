@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
-    Directory,
-    File,
-    SimpleInterface,
-    TraitedSpec,
-    isdefined,
-    traits,
-)
+from nipype.interfaces.base import BaseInterfaceInputSpec, Directory, File, SimpleInterface, TraitedSpec
+from nipype.interfaces.base.traits_extension import isdefined, traits
 from nipype.utils.filemanip import fname_presuffix
 
 from ..brainmask.choose import SOURCES

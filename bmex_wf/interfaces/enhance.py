@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import time
 
-from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
-    File,
-    SimpleInterface,
-    TraitedSpec,
-    traits,
-)
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 from nipype.utils.filemanip import fname_presuffix
 
 from ..models.geometry import default_geometry

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
-from .io import is_plain_nifti, write_image
+from .io import OutFileInterface, is_plain_nifti, write_image
 
 
 # --------------------------------------------------------------------------------------
@@ -99,18 +99,13 @@ class _RestoreOrientationInputSpec(BaseInterfaceInputSpec):
                             desc="on-disk data type ('keep': the input's)")
 
 
-class _RestoreOrientationOutputSpec(TraitedSpec):
-    out_file = File(exists=True, desc="the image on the original grid: same shape, affine, "
-                                      "qform/sform and codes as the reference")
-
-
-class _Restore(SimpleInterface):
+class _Restore(OutFileInterface):
     """Read the image and the original, apply ``bmex_wf.image.orientation.<_function>``, write."""
 
     _function = ""
     _suffix = ""
 
-    def _run_interface(self, runtime):
+    def _write(self, runtime) -> str:
         from ..image import orientation
         from ..image.io import ImageError, read_image
 
@@ -121,15 +116,17 @@ class _Restore(SimpleInterface):
             out = getattr(orientation, self._function)(img, original, dtype=dtype)
         except ValueError as exc:
             raise ImageError(f"{self.inputs.in_file}: {exc}") from None
-        self._results["out_file"] = write_image(out, self.inputs.in_file, self._suffix, runtime.cwd)
-        return runtime
+        return write_image(out, self.inputs.in_file, self._suffix, runtime.cwd)
 
 
 class RestoreOrientation(_Restore):
-    """Put an LPS-frame image back on the original image's grid (the exact inverse)."""
+    """Put an LPS-frame image back on the original image's grid (the exact inverse).
+
+    Output ``out_file``: the image on the original grid: same shape, affine, qform/sform and
+    codes as the reference.
+    """
 
     input_spec = _RestoreOrientationInputSpec
-    output_spec = _RestoreOrientationOutputSpec
     _function, _suffix = "restore_orientation", "_orig"
 
 
@@ -141,16 +138,14 @@ class _RestoreAxisOrderInputSpec(_RestoreOrientationInputSpec):
                           desc="the original image whose axis order and orientation are restored")
 
 
-class _RestoreAxisOrderOutputSpec(TraitedSpec):
-    out_file = File(exists=True, desc="the same grid (voxel size, field of view) in the "
-                                      "reference's axis order and direction cosines")
-
-
 class RestoreAxisOrder(_Restore):
-    """Give an LPS-frame grid the original image's axis order, exactly (no interpolation)."""
+    """Give an LPS-frame grid the original image's axis order, exactly (no interpolation).
+
+    Output ``out_file``: the same grid (voxel size, field of view) in the reference's axis order
+    and direction cosines.
+    """
 
     input_spec = _RestoreAxisOrderInputSpec
-    output_spec = _RestoreAxisOrderOutputSpec
     _function, _suffix = "restore_axis_order", "_axes"
 
 
@@ -165,18 +160,15 @@ class _ResampleToSpacingInputSpec(BaseInterfaceInputSpec):
                                 "of the enhancement rule (round, origin kept)")
 
 
-class _ResampleToSpacingOutputSpec(TraitedSpec):
-    out_file = File(exists=True,
-                    desc="resampled image (float32 for linear, input type for nearest)")
+class ResampleToSpacing(OutFileInterface):
+    """Resample to an isotropic spacing with the release's grid rules, world-consistently.
 
-
-class ResampleToSpacing(SimpleInterface):
-    """Resample to an isotropic spacing with the release's grid rules, world-consistently."""
+    Output ``out_file``: resampled image (float32 for linear, input type for nearest).
+    """
 
     input_spec = _ResampleToSpacingInputSpec
-    output_spec = _ResampleToSpacingOutputSpec
 
-    def _run_interface(self, runtime):
+    def _write(self, runtime) -> str:
         from ..image.io import read_image
         from ..image.resample import resample_centered
         from ..preproc.recipe import to_network_grid
@@ -185,8 +177,7 @@ class ResampleToSpacing(SimpleInterface):
         rule = resample_centered if self.inputs.centered else to_network_grid
         out = rule(img, self.inputs.spacing, order=self.inputs.order)
         suffix = f"_{self.inputs.spacing:g}mm".replace(".", "p")
-        self._results["out_file"] = write_image(out, self.inputs.in_file, suffix, runtime.cwd)
-        return runtime
+        return write_image(out, self.inputs.in_file, suffix, runtime.cwd)
 
 
 # --------------------------------------------------------------------------------------
@@ -196,22 +187,19 @@ class _ResampleToReferenceInputSpec(BaseInterfaceInputSpec):
     order = traits.Enum(1, 0, usedefault=True, desc="interpolation: 1 linear, 0 nearest (masks)")
 
 
-class _ResampleToReferenceOutputSpec(TraitedSpec):
-    out_file = File(exists=True, desc="the input on the reference grid (reference header fields)")
+class ResampleToReference(OutFileInterface):
+    """Resample an image onto a reference grid in world coordinates.
 
-
-class ResampleToReference(SimpleInterface):
-    """Resample an image onto a reference grid in world coordinates."""
+    Output ``out_file``: the input on the reference grid (reference header fields).
+    """
 
     input_spec = _ResampleToReferenceInputSpec
-    output_spec = _ResampleToReferenceOutputSpec
 
-    def _run_interface(self, runtime):
+    def _write(self, runtime) -> str:
         from ..image.io import read_image
         from ..image.resample import resample_to_reference
 
         img = read_image(self.inputs.in_file)
         reference = read_image(self.inputs.reference_file)
         out = resample_to_reference(img, reference, order=self.inputs.order)
-        self._results["out_file"] = write_image(out, self.inputs.in_file, "_resampled", runtime.cwd)
-        return runtime
+        return write_image(out, self.inputs.in_file, "_resampled", runtime.cwd)

@@ -6,7 +6,25 @@ after all computation, so a bad input gives one ImageError naming the file and l
 
 from __future__ import annotations
 
+from nipype.interfaces.base import File, SimpleInterface, TraitedSpec
 from nipype.utils.filemanip import fname_presuffix
+
+
+class OutFileSpec(TraitedSpec):
+    out_file = File(exists=True, desc="the step's one output file (its interface says what it holds)")
+
+
+class OutFileInterface(SimpleInterface):
+    """A step with one output, ``out_file``: the path that :meth:`_write` returns."""
+
+    output_spec = OutFileSpec
+
+    def _run_interface(self, runtime):
+        self._results["out_file"] = self._write(runtime)
+        return runtime
+
+    def _write(self, runtime) -> str:
+        raise NotImplementedError
 
 
 def read(path, validate: bool = False):

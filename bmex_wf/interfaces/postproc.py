@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
-    File,
-    InputMultiObject,
-    OutputMultiObject,
-    SimpleInterface,
-    TraitedSpec,
-    isdefined,
-    traits,
-)
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec
+from nipype.interfaces.base.traits_extension import InputMultiObject, OutputMultiObject, isdefined, traits
 
-from .io import as_image_error, check_same_grid, out_path, read, read_mask, save_like
+from .io import OutFileInterface, as_image_error, check_same_grid, out_path, read, read_mask, save_like
 
 
 class _SkullAddBackInputSpec(BaseInterfaceInputSpec):
@@ -24,21 +16,16 @@ class _SkullAddBackInputSpec(BaseInterfaceInputSpec):
     )
 
 
-class _SkullAddBackOutputSpec(TraitedSpec):
-    out_file = File(
-        exists=True,
-        desc="whole-head image: enhanced brain in the original's intensities, "
-        "original voxels outside the mask",
-    )
+class SkullAddBack(OutFileInterface):
+    """Put the enhanced brain, matched to the original brain's intensities, back into the head.
 
-
-class SkullAddBack(SimpleInterface):
-    """Put the enhanced brain, matched to the original brain's intensities, back into the head."""
+    Output ``out_file``: whole-head image: enhanced brain in the original's intensities,
+    original voxels outside the mask.
+    """
 
     input_spec = _SkullAddBackInputSpec
-    output_spec = _SkullAddBackOutputSpec
 
-    def _run_interface(self, runtime):
+    def _write(self, runtime) -> str:
         import numpy as np
 
         from ..postproc.skull import add_skull_back
@@ -53,10 +40,9 @@ class SkullAddBack(SimpleInterface):
             )
         except ValueError as exc:
             raise as_image_error(self.inputs.in_enhanced, exc) from None
-        self._results["out_file"] = save_like(
+        return save_like(
             data, original, self.inputs.in_enhanced, "_wholehead", runtime.cwd
         )
-        return runtime
 
 
 class _QualityIndexInputSpec(BaseInterfaceInputSpec):

@@ -5,16 +5,10 @@ They run the step functions of :mod:`bmex_wf.preproc.recipe`, the recipe trainin
 
 from __future__ import annotations
 
-from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
-    File,
-    SimpleInterface,
-    TraitedSpec,
-    isdefined,
-    traits,
-)
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec
+from nipype.interfaces.base.traits_extension import isdefined, traits
 
-from .io import as_image_error, data_of, read, read_mask, save_like
+from .io import OutFileInterface, as_image_error, data_of, read, read_mask, save_like
 
 
 class _WindowIntensitiesInputSpec(BaseInterfaceInputSpec):
@@ -36,17 +30,15 @@ class _WindowIntensitiesInputSpec(BaseInterfaceInputSpec):
     out_max = traits.Float(1000.0, usedefault=True, desc="output value of the upper percentile")
 
 
-class _WindowIntensitiesOutputSpec(TraitedSpec):
-    out_file = File(exists=True, desc="float32 image windowed to 0..out_max (clamped)")
+class WindowIntensities(OutFileInterface):
+    """Window intensities to 0..1000 between two percentiles (spec 8.3 step 2).
 
-
-class WindowIntensities(SimpleInterface):
-    """Window intensities to 0..1000 between two percentiles (spec 8.3 step 2)."""
+    Output ``out_file``: float32 image windowed to 0..out_max (clamped).
+    """
 
     input_spec = _WindowIntensitiesInputSpec
-    output_spec = _WindowIntensitiesOutputSpec
 
-    def _run_interface(self, runtime):
+    def _write(self, runtime) -> str:
         from ..preproc.recipe import window
 
         img = read(self.inputs.in_file, validate=True)
@@ -59,10 +51,9 @@ class WindowIntensities(SimpleInterface):
             )
         except ValueError as exc:
             raise as_image_error(self.inputs.in_file, exc) from None
-        self._results["out_file"] = save_like(
+        return save_like(
             data_of(out), img, self.inputs.in_file, "_windowed", runtime.cwd
         )
-        return runtime
 
 
 class _N4BiasCorrectionInputSpec(BaseInterfaceInputSpec):
@@ -83,17 +74,15 @@ class _N4BiasCorrectionInputSpec(BaseInterfaceInputSpec):
     num_threads = traits.Int(1, usedefault=True, nohash=True, desc="threads for SimpleITK")
 
 
-class _N4BiasCorrectionOutputSpec(TraitedSpec):
-    out_file = File(exists=True, desc="bias-corrected float32 image")
+class N4BiasCorrection(OutFileInterface):
+    """SimpleITK N4 bias-field correction, fitted on a shrunk image (spec 8.3 step 3, 8.4 step 2).
 
-
-class N4BiasCorrection(SimpleInterface):
-    """SimpleITK N4 bias-field correction, fitted on a shrunk image (spec 8.3 step 3, 8.4 step 2)."""
+    Output ``out_file``: bias-corrected float32 image.
+    """
 
     input_spec = _N4BiasCorrectionInputSpec
-    output_spec = _N4BiasCorrectionOutputSpec
 
-    def _run_interface(self, runtime):
+    def _write(self, runtime) -> str:
         from ..preproc.recipe import correct_bias
 
         img = read(self.inputs.in_file)
@@ -108,8 +97,7 @@ class N4BiasCorrection(SimpleInterface):
             )
         except ValueError as exc:
             raise as_image_error(self.inputs.in_file, exc) from None
-        self._results["out_file"] = save_like(data_of(out), img, self.inputs.in_file, "_n4", runtime.cwd)
-        return runtime
+        return save_like(data_of(out), img, self.inputs.in_file, "_n4", runtime.cwd)
 
 
 class _HistogramMatchInputSpec(BaseInterfaceInputSpec):

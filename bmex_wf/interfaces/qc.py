@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
-    File,
-    SimpleInterface,
-    TraitedSpec,
-    isdefined,
-    traits,
-)
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, isdefined, traits
+
+from .io import OutFileInterface
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -40,17 +35,15 @@ class _WriteQCInputSpec(BaseInterfaceInputSpec):
     landmarks = traits.Dict(desc="template histogram landmarks used for matching")
 
 
-class _WriteQCOutputSpec(TraitedSpec):
-    out_file = File(exists=True, desc="QC and provenance record (JSON)")
+class WriteQC(OutFileInterface):
+    """Write QI, TCT, model, age, mask source, settings, timings and versions as JSON.
 
-
-class WriteQC(SimpleInterface):
-    """Write QI, TCT, model, age, mask source, settings, timings and versions as JSON."""
+    Output ``out_file``: QC and provenance record (JSON).
+    """
 
     input_spec = _WriteQCInputSpec
-    output_spec = _WriteQCOutputSpec
 
-    def _run_interface(self, runtime):
+    def _write(self, runtime) -> str:
         import json
         from pathlib import Path
 
@@ -80,5 +73,4 @@ class WriteQC(SimpleInterface):
         }
         out = Path(runtime.cwd) / "qc.json"
         out.write_text(json.dumps(record, indent=2))
-        self._results["out_file"] = str(out)
-        return runtime
+        return str(out)

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
-    File,
-    InputMultiObject,
-    SimpleInterface,
-    TraitedSpec,
-    isdefined,
-    traits,
-)
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec
+from nipype.interfaces.base.traits_extension import InputMultiObject, isdefined, traits
+
+from .io import OutFileInterface
 
 
 class _RegisterToTemplateInputSpec(BaseInterfaceInputSpec):
@@ -83,17 +78,15 @@ class _ApplyTransformsInputSpec(BaseInterfaceInputSpec):
     num_threads = traits.Int(1, usedefault=True, nohash=True, desc="ITK threads")
 
 
-class _ApplyTransformsOutputSpec(TraitedSpec):
-    out_file = File(exists=True, desc="the image on the reference grid")
+class ApplyTransforms(OutFileInterface):
+    """Resample an image through ITK/ANTs transform files (antspyx, no ANTs binaries).
 
-
-class ApplyTransforms(SimpleInterface):
-    """Resample an image through ITK/ANTs transform files (antspyx, no ANTs binaries)."""
+    Output ``out_file``: the image on the reference grid.
+    """
 
     input_spec = _ApplyTransformsInputSpec
-    output_spec = _ApplyTransformsOutputSpec
 
-    def _run_interface(self, runtime):
+    def _write(self, runtime) -> str:
         import nibabel as nb
         from nipype.utils.filemanip import fname_presuffix
 
@@ -105,5 +98,4 @@ class ApplyTransforms(SimpleInterface):
                                num_threads=self.inputs.num_threads)
         out_file = fname_presuffix(self.inputs.in_file, suffix="_trans", newpath=runtime.cwd)
         out.to_filename(out_file)
-        self._results["out_file"] = out_file
-        return runtime
+        return out_file

@@ -10,14 +10,8 @@ from __future__ import annotations
 
 import os
 
-from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
-    File,
-    SimpleInterface,
-    TraitedSpec,
-    isdefined,
-    traits,
-)
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec
+from nipype.interfaces.base.traits_extension import isdefined, traits
 from nipype.utils.filemanip import fname_presuffix
 from nireports.interfaces.reporting import base as nrb
 from nireports.interfaces.reporting.masks import SimpleShowMaskRPT

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
-    File,
-    SimpleInterface,
-    TraitedSpec,
-    isdefined,
-    traits,
-)
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec
+from nipype.interfaces.base.traits_extension import isdefined, traits
 
 from .io import mask_on, out_path, read_named
 

@@ -8,6 +8,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from ..logging_setup import configure_logging
+
 LOGGER = logging.getLogger("bmex_wf.training")
 
 
@@ -116,8 +118,7 @@ def _slab(text: str) -> tuple[int, float, float]:
 def main(argv=None) -> int:
     """Run ``bmex-wf train``; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    configure_logging()
     opts = get_parser().parse_args(argv)
     from .data import (
         TrainingDataError,
