@@ -18,15 +18,16 @@ the repository root::
 * ``upstream_s``: the release's loop (one 40³ patch per forward pass, float32, default
   layout), timed on the patches over the fidelity regions after one warm-up patch, times its
   patch count for this brain.
-* Fidelity: exact maps on two regions (brain centre, cortical edge; ``--region`` voxels
-  wide), computed from every tile or patch whose kept core meets them; recon PSNR (peak =
-  the release's maximum there) and label agreement over brain voxels, pooled over both
-  regions on the last line, per region in the table. ``release_self_*``: the release with
+* Fidelity: exact maps on three regions (brain centre, cortical edge, and a seam of the fast
+  scheme's tiles where several kept cores meet; ``--region`` voxels wide), computed from every
+  tile or patch whose kept core meets them; recon PSNR (peak = the release's maximum there)
+  and label agreement over brain voxels, pooled over the regions on the last line, per region
+  in the table. ``release_self_*``: the release with
   its grid started 9 voxels earlier against the release. ``--fidelity GEOMETRY ...`` adds
   other tile sizes and margins (e.g. ``cubes-48-m4-d2``).
 * ``trained_*``: the same fidelity figures for the trained built-in model;
   ``bf16_vs_fp32_psnr_db``: the built-in model in bf16 (forced) against float32 on the
-  default tiles over both regions (``bf16_tail32_vs_fp32_psnr_db``: with the recon trunk's
+  default tiles over the regions (``bf16_tail32_vs_fp32_psnr_db``: with the recon trunk's
   last layers in float32; ``bf16_recon32_vs_fp32_psnr_db``: with the connection and the whole
   recon trunk in float32).
 * ``work_ratio``: voxels the fast scheme computes ÷ brain voxels; ``uncovered_brain_voxels``
@@ -105,7 +106,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--precision", default=None,
                         help="precision of the fast run (default: auto on CPU, bf16 or fp16 on CUDA)")
     parser.add_argument("--fidelity", nargs="*", default=[], metavar="GEOMETRY",
-                        help="also measure the fidelity of these geometries on both regions")
+                        help="also measure the fidelity of these geometries on the regions")
     parser.add_argument("--crop", type=int, default=0, help="crop the brain to this cube")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--region", type=int, default=None, help="edge of the fidelity regions (24)")
@@ -312,7 +313,7 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     vol, mask = load_input(args)
     geometry = parse_geometry(args.geometry) if args.geometry else default_geometry(device.type)
-    boxes = regions(mask, args.region)
+    boxes = regions(mask, args.region, fit_grid(mask, geometry))
     if args.tiles_only:
         tiles_table(mask, vol)
         return 0
@@ -321,8 +322,8 @@ def main(argv=None) -> int:
         path = builtin_model_path()
         for name in LOW_PRECISIONS:
             values = out[name]
-            print(f"{name} vs fp32: {values['pooled'][0]:.2f} dB, labels {values['pooled'][1]:.4f} "
-                  f"(centre {values['centre'][0]:.2f} dB, edge {values['edge'][0]:.2f} dB)")
+            parts = ", ".join(f"{k} {values[k][0]:.2f} dB" for k in boxes)
+            print(f"{name} vs fp32: {values['pooled'][0]:.2f} dB, labels {values['pooled'][1]:.4f} ({parts})")
         print(json.dumps({file_sha256(path): out["record"]}, indent=2))
         print(" ".join(f"{n.replace('-', '_')}_vs_fp32_psnr_db={out[n]['pooled'][0]:.2f}" for n in LOW_PRECISIONS)
               + f" bf16_label_agreement={out['bf16']['pooled'][1]:.4f}")
@@ -370,14 +371,17 @@ def main(argv=None) -> int:
                      other.name, report["tiles"], other_s))
         pair = agreement([(fast["centre"], lowp, mask[boxes["centre"]])])
         fidelity.append((f"{other.name} vs {precision.name} (centre region)",
-                         {"centre": pair, "edge": (float("nan"),) * 2, "pooled": pair}))
+                         {k: pair if k in ("centre", "pooled") else (float("nan"),) * 2
+                          for k in (*boxes, "pooled")}))
     trained = None if args.skip_trained else trained_figures(vol, mask, boxes, device, geometry)
-    report_table(args, vol, device, rows, fidelity, flops, report, fast_s, per_patch, rss_fast, trained)
+    report_table(args, vol, device, rows, fidelity, flops, report, fast_s, per_patch, rss_fast, trained,
+                 (*boxes, "pooled"))
     print(last_line(fid, fast, fidelity, report, fast_s, upstream_s, walls, trained, other_s, device))
     return 0
 
 
-def report_table(args, vol, device, rows, fidelity, flops, report, fast_s, per_patch, rss_fast, trained):
+def report_table(args, vol, device, rows, fidelity, flops, report, fast_s, per_patch, rss_fast, trained,
+                 columns):
     """Print the result table."""
     cpu = torch.backends.cpu.get_cpu_capability()
     weights = "fixture-rule weights" if args.model is None else f"weights {args.model}"
@@ -388,17 +392,16 @@ def report_table(args, vol, device, rows, fidelity, flops, report, fast_s, per_p
     for name, prec, count, seconds in rows:
         print(f"{name:62s} {prec:11s} {count:6d} {seconds:10.1f}")
     print(f"{'fidelity (recon PSNR dB / label agreement over brain voxels)':62s} "
-          f"{'centre':>15s} {'edge':>15s} {'pooled':>15s}")
+          + " ".join(f"{k:>14s}" for k in columns))
     for name, values in fidelity:
-        cells = " ".join(f"{values[k][0]:7.2f} {values[k][1]:.4f}" for k in ("centre", "edge", "pooled"))
+        cells = " ".join(f"{values[k][0]:7.2f} {values[k][1]:.4f}" for k in columns)
         print(f"{name:62s} {cells}")
     if trained:
         for key, label in (("fast", "built-in: fast vs release"), ("self", "built-in: release shifted 9 vs release"),
                            ("bf16", "built-in: bf16 vs fp32 (default tiles)"),
                            ("bf16-tail32", "built-in: bf16, recon tail in fp32, vs fp32"),
                            ("bf16-recon32", "built-in: bf16, recon side in fp32, vs fp32")):
-            cells = " ".join(f"{trained[key][k][0]:7.2f} {trained[key][k][1]:.4f}"
-                             for k in ("centre", "edge", "pooled"))
+            cells = " ".join(f"{trained[key][k][0]:7.2f} {trained[key][k][1]:.4f}" for k in columns)
             print(f"{label:62s} {cells}")
     voxels = report["voxels_computed"]
     print(f"geometry {report['geometry']}: {report['tiles']} tiles, {voxels} voxels computed, work ratio "

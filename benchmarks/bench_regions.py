@@ -1,9 +1,9 @@
 """Fidelity regions for ``bench_inference.py``: maps of a tile scheme computed on a region only.
 
 A region's maps are exact when every tile whose kept core meets the region is run: those
-tiles are run on the box that holds them, and the region is cropped out. Two regions are
-used: the brain centre and a cortical edge (a cube centred on the brain's outer boundary,
-about half brain and half background).
+tiles are run on the box that holds them, and the region is cropped out. Regions: the brain
+centre, a cortical edge (a cube centred on the brain's outer boundary, about half brain and
+half background) and a seam of the fast scheme (where several kept cores meet).
 """
 
 from __future__ import annotations
@@ -40,17 +40,29 @@ def cube_at(point, size: int, shape) -> tuple[slice, ...]:
     return tuple(box)
 
 
-def regions(mask: np.ndarray, size: int) -> dict[str, tuple[slice, ...]]:
-    """``centre``: cube at the brain centre; ``edge``: cube on the outer boundary along axis 0.
+def regions(mask: np.ndarray, size: int, grid: TileGrid | None = None) -> dict[str, tuple[slice, ...]]:
+    """Fidelity regions (``size``³ cubes): ``centre``, ``edge`` and, given ``grid``, ``seam``.
 
-    The edge point is the last brain voxel on the line through the centre along the first
-    array axis (away from index 0).
+    ``centre``: at the brain centre. ``edge``: centred on the last brain voxel on the line
+    through the centre along the first array axis (about half brain, half background).
+    ``seam``: centred where the kept cores of several tiles of ``grid`` meet, next to the
+    centre: the corner of the core holding the centre nearest to it, on the axes where the
+    tile is ``grid.tile`` long (a column tile keeps the centre's coordinate along its length).
     """
     centre = brain_centre(mask)
     line = mask[:, centre[1], centre[2]]
     last = int(np.flatnonzero(line)[-1])
-    return {"centre": cube_at(centre, size, mask.shape),
-            "edge": cube_at((last, centre[1], centre[2]), size, mask.shape)}
+    out = {"centre": cube_at(centre, size, mask.shape),
+           "edge": cube_at((last, centre[1], centre[2]), size, mask.shape)}
+    if grid is not None:
+        index = int(touching(grid, tuple(slice(c, c + 1) for c in centre))[0])
+        start, edges = grid.starts[index], grid.size_of(index)
+        point = []
+        for c, s, n in zip(centre, start, edges):
+            lo, hi = int(s) + grid.margin, int(s) + n - grid.margin
+            point.append(c if n != grid.tile else (lo if c - lo < hi - c else hi))
+        out["seam"] = cube_at(point, size, mask.shape)
+    return out
 
 
 def touching(grid: TileGrid, region) -> np.ndarray:
