@@ -297,7 +297,8 @@ def trained_figures(vol, mask, boxes, device, geometry, release: bool = True) ->
     return out
 
 
-def fast_precision(args, net, device):
+def fast_precision(args, device) -> str:
+    """Precision of the fast run: ``--precision``, else auto on CPU, bf16 or fp16 on CUDA."""
     if args.precision:
         return args.precision
     if device.type == "cuda":
@@ -311,6 +312,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = resolve_device(args.device)
+    if device.type == "cuda":  # float32 references (release, shifted release) without TF32
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     vol, mask = load_input(args)
     geometry = parse_geometry(args.geometry) if args.geometry else default_geometry(device.type)
     boxes = regions(mask, args.region, fit_grid(mask, geometry))
@@ -329,7 +333,7 @@ def main(argv=None) -> int:
               + f" bf16_label_agreement={out['bf16']['pooled'][1]:.4f}")
         return 0
     net = benchmark_network(args)
-    precision = network_precision(net, fast_precision(args, net, device), device)
+    precision = network_precision(net, fast_precision(args, device), device)
     if args.compile_check:
         compile_check(args, net, precision, fit_grid(mask, geometry).voxels())
         return 0
