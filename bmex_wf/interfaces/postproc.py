@@ -40,9 +40,7 @@ class SkullAddBack(OutFileInterface):
             )
         except ValueError as exc:
             raise as_image_error(self.inputs.in_enhanced, exc) from None
-        return save_like(
-            data, original, self.inputs.in_enhanced, "_wholehead", runtime.cwd
-        )
+        return save_like(data, original, self.inputs.in_enhanced, "_wholehead", runtime.cwd)
 
 
 class _QualityIndexInputSpec(BaseInterfaceInputSpec):

@@ -51,9 +51,7 @@ class WindowIntensities(OutFileInterface):
             )
         except ValueError as exc:
             raise as_image_error(self.inputs.in_file, exc) from None
-        return save_like(
-            data_of(out), img, self.inputs.in_file, "_windowed", runtime.cwd
-        )
+        return save_like(data_of(out), img, self.inputs.in_file, "_windowed", runtime.cwd)
 
 
 class _N4BiasCorrectionInputSpec(BaseInterfaceInputSpec):
