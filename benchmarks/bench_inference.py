@@ -64,6 +64,7 @@ from bmex_wf.models.inference import (
 )
 from bmex_wf.models.networks import build_network
 from bmex_wf.models.placement import fit_grid
+from bmex_wf.models.precision import machine_line
 from bmex_wf.models.registry import builtin_model_path, file_sha256
 from bmex_wf.models.stitching import UPSTREAM_COUNTER_START
 from bmex_wf.models.tiling import upstream_grid
@@ -392,6 +393,8 @@ def report_table(args, vol, device, rows, fidelity, flops, report, fast_s, per_p
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU capability {cpu}"
     print(f"# network E width {args.width}, {weights}; image {args.subject} {vol.shape}; "
           f"{args.threads} threads; {where}; torch {torch.__version__}")
+    if device.type != "cuda":
+        print(machine_line())
     print(f"{'run':62s} {'prec':11s} {'tiles':>6s} {'seconds':>10s}")
     for name, prec, count, seconds in rows:
         print(f"{name:62s} {prec:11s} {count:6d} {seconds:10.1f}")

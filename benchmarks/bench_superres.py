@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import sys
 import time
 from pathlib import Path
@@ -50,9 +49,6 @@ THICK_FACTOR = 4
 MARGIN_VOX = 6
 #: Side (voxels) of the central cube of ``--quick``.
 QUICK_REGION = 48
-#: SIMD flags of /proc/cpuinfo worth reporting.
-CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
-             "amx_bf16", "amx_tile")
 #: Tissue labels scored by Dice.
 TISSUE_LABELS = (1, 2, 3)
 
@@ -76,24 +72,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "brain with no background gives N4 nothing but anatomy to fit)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     return parser.parse_args(argv)
-
-
-def machine_line() -> str:
-    """CPU model, its SIMD flags, torch's CPU capability and version."""
-    import torch
-
-    model, flags = platform.processor() or "unknown CPU", set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    present = " ".join(f for f in CPU_FLAGS if f in flags) or "none of " + " ".join(CPU_FLAGS)
-    return (f"# CPU {model}; flags {present}; torch {torch.__version__} CPU capability "
-            f"{torch.backends.cpu.get_cpu_capability()}; {torch.get_num_threads()} threads")
 
 
 def voxel_axis(img, world: str) -> int:
@@ -249,6 +227,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(opts.threads)
+    from bmex_wf.models.precision import machine_line
     from bmex_wf.training.data import bids_sources
 
     print(machine_line())

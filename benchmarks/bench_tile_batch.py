@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bmex_wf.models.networks import build_network, float32_layers
-from bmex_wf.models.precision import resolve_precision
+from bmex_wf.models.precision import machine_line, resolve_precision
 
 
 def seconds_per_tile(width: int, batch: int, precision: str = "fp32", shape=(40, 40, 40),
@@ -49,6 +49,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     best = {}
+    print(machine_line())
     print(f"{'width':>5} {'batch':>5} {'precision':>12} {'s/tile':>8}")
     for width in args.widths:
         for precision in args.precisions:

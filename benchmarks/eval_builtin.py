@@ -189,6 +189,9 @@ def main(argv=None) -> int:
         pair = pair_scores(prepare_volume(pair_source(opts.pair, opts.cache_dir), opts.cache_dir), network,
                            opts.threads)
 
+    from bmex_wf.models.precision import machine_line
+
+    print(machine_line())
     print(table_header())
     for kind in DEGRADATIONS:
         sel = [r for r in rows if r["kind"] == kind]

@@ -53,14 +53,36 @@ def precision_name(dtype: torch.dtype | None) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
-def _cpu_flags() -> set[str]:
+#: SIMD flags of /proc/cpuinfo that benchmarks report with their figures.
+REPORTED_CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni",
+                      "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def _cpuinfo_field(name: str) -> str:
+    """The first ``name`` field of /proc/cpuinfo ('' where there is none)."""
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.exists():
-        return set()
+        return ""
     for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+        key, _, value = line.partition(":")
+        if key.strip() == name:
+            return value.strip()
+    return ""
+
+
+def _cpu_flags() -> set[str]:
+    return set(_cpuinfo_field("flags").split())
+
+
+def machine_line() -> str:
+    """``# CPU <model>; flags <SIMD flags>; torch <version> CPU capability <...>; <n> threads``."""
+    import platform
+
+    model = _cpuinfo_field("model name") or platform.processor() or "unknown CPU"
+    flags = _cpu_flags()
+    present = " ".join(f for f in REPORTED_CPU_FLAGS if f in flags) or "none of " + " ".join(REPORTED_CPU_FLAGS)
+    return (f"# CPU {model}; flags {present}; torch {torch.__version__} CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}; {torch.get_num_threads()} threads")
 
 
 def cpu_has_native_bf16() -> bool:
