@@ -80,7 +80,8 @@ def machine_line() -> str:
 
     model = _cpuinfo_field("model name") or platform.processor() or "unknown CPU"
     flags = _cpu_flags()
-    present = " ".join(f for f in REPORTED_CPU_FLAGS if f in flags) or "none of " + " ".join(REPORTED_CPU_FLAGS)
+    present = (" ".join(f for f in REPORTED_CPU_FLAGS if f in flags)
+               or "none of " + " ".join(REPORTED_CPU_FLAGS))
     return (f"# CPU {model}; flags {present}; torch {torch.__version__} CPU capability "
             f"{torch.backends.cpu.get_cpu_capability()}; {torch.get_num_threads()} threads")
 
