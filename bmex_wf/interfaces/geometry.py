@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
-from .io import OutFileInterface, is_plain_nifti, write_image
+from .io import OutFileInterface, as_image_error, is_plain_nifti, write_image
 
 
 # --------------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ class _Restore(OutFileInterface):
 
     def _write(self, runtime) -> str:
         from ..image import orientation
-        from ..image.io import ImageError, read_image
+        from ..image.io import read_image
 
         img = read_image(self.inputs.in_file)
         original = read_image(self.inputs.reference_file)
@@ -115,7 +115,7 @@ class _Restore(OutFileInterface):
         try:
             out = getattr(orientation, self._function)(img, original, dtype=dtype)
         except ValueError as exc:
-            raise ImageError(f"{self.inputs.in_file}: {exc}") from None
+            raise as_image_error(self.inputs.in_file, exc) from None
         return write_image(out, self.inputs.in_file, self._suffix, runtime.cwd)
 
 
