@@ -85,6 +85,11 @@ def get_parser() -> argparse.ArgumentParser:
                            help=f"{help_text} (default: {default})")
     model.add_argument("--recon-loss", choices=("l1", "l2"), default=defaults.recon_loss,
                        help=f"reconstruction loss (default: {defaults.recon_loss})")
+    model.add_argument("--synthetic-pair-source", choices=("output", "input"),
+                       default=defaults.synthetic_pair_source,
+                       help="what a synthetic crop of a real pair degrades: its target (output) or "
+                       "its real input, which keeps the input's intensity level (default: "
+                       f"{defaults.synthetic_pair_source})")
     model.add_argument("--recon-region", choices=("brain", "crop"), default=defaults.recon_region,
                        help="voxels the reconstruction loss averages over: the brain mask (what "
                        "inference keeps) or the whole crop (default: brain)")

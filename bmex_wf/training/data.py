@@ -383,12 +383,15 @@ def sample_crop(volume: Volume, size: int, rng: np.random.Generator, margin: int
 
 
 def make_example(volume: Volume, size: int, rng: np.random.Generator, margin: int = 8,
-                 kinds=None, flip: bool = True, synthetic: bool = False) -> dict:
+                 kinds=None, flip: bool = True, synthetic: bool = False,
+                 synthetic_source: str = "output") -> dict:
     """One training example: degraded input, clean target and labels of a random crop.
 
     ``kinds`` fixes the degradation kinds (default: drawn by
     :func:`~bmex_wf.training.degradations.random_kinds`); real pairs use their stored
-    degraded image instead, unless ``synthetic`` (then their target is degraded). Arrays are cropped by ``margin`` after degradation, so
+    degraded image instead, unless ``synthetic``: then ``synthetic_source`` says what is degraded,
+    their target (``"output"``) or their real input (``"input"``, which keeps the input's
+    intensity level, so that the network learns one mapping). Arrays are cropped by ``margin`` after degradation, so
     that crop borders do not show TorchIO's edge effects; ``flip`` mirrors left-right
     at random. The input is masked to the brain, as the network's input is at
     inference (artefacts that fall outside the brain never reach it there).
@@ -401,7 +404,10 @@ def make_example(volume: Volume, size: int, rng: np.random.Generator, margin: in
         kinds = ("pair",)
     else:
         kinds = random_kinds(rng) if kinds is None else tuple(kinds)
-        degraded = degrade(clean, kinds, seed=int(rng.integers(2**31)), spacing_mm=volume.spacing_mm)
+        source = clean
+        if volume.degraded is not None and synthetic_source == "input":
+            source = np.asarray(volume.degraded[box], dtype=np.float32)
+        degraded = degrade(source, kinds, seed=int(rng.integers(2**31)), spacing_mm=volume.spacing_mm)
     mask = np.asarray(volume.mask[box])[inner].astype(bool)
     example = {"input": np.asarray(degraded[inner]) * mask, "target": np.array(clean[inner]),
                "labels": np.asarray(volume.labels[box])[inner].astype(np.int64), "mask": mask}
@@ -421,12 +427,14 @@ class CropStream(torch.utils.data.IterableDataset):
     """Endless stream of training examples from random volumes (seeded per worker and start step)."""
 
     def __init__(self, volumes: list[Volume], size: int, seed: int, start_step: int = 0, margin: int = 8,
-                 max_kinds: int = 3, p_clean: float = 0.1, p_synthetic_pair: float = 0.0):
+                 max_kinds: int = 3, p_clean: float = 0.1, p_synthetic_pair: float = 0.0,
+                 synthetic_pair_source: str = "output"):
         super().__init__()
         if not volumes:
             raise TrainingDataError("no training volumes")
         self.volumes, self.size, self.seed, self.start_step, self.margin = volumes, size, seed, start_step, margin
         self.max_kinds, self.p_clean, self.p_synthetic_pair = max_kinds, p_clean, p_synthetic_pair
+        self.synthetic_pair_source = synthetic_pair_source
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -436,5 +444,6 @@ class CropStream(torch.utils.data.IterableDataset):
             volume = pick_volume(self.volumes, rng)
             synthetic = volume.degraded is not None and rng.random() < self.p_synthetic_pair
             kinds = random_kinds(rng, self.max_kinds, self.p_clean)
-            example = make_example(volume, self.size, rng, self.margin, kinds=kinds, synthetic=synthetic)
+            example = make_example(volume, self.size, rng, self.margin, kinds=kinds, synthetic=synthetic,
+                                   synthetic_source=self.synthetic_pair_source)
             yield {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in example.items()}

@@ -49,6 +49,7 @@ class TrainConfig:
     max_kinds: int = 3
     p_clean: float = 0.1
     p_synthetic_pair: float = 0.0
+    synthetic_pair_source: str = "output"
     autocast: str = "none"
     seed: int = 0
     val_every: int = 250
@@ -346,7 +347,8 @@ def train(train_volumes: list[Volume], val_volumes: list[Volume], config: TrainC
         if val_volumes else []
     stream = CropStream(train_volumes, config.crop, config.seed, start_step=step,
                         max_kinds=config.max_kinds, p_clean=config.p_clean,
-                        p_synthetic_pair=config.p_synthetic_pair)
+                        p_synthetic_pair=config.p_synthetic_pair,
+                        synthetic_pair_source=config.synthetic_pair_source)
     loader = torch.utils.data.DataLoader(stream, batch_size=config.batch, num_workers=config.workers,
                                          collate_fn=collate_examples, persistent_workers=config.workers > 0)
     batches = iter(loader)
