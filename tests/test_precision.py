@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bmex_wf.models import precision as prec
-from bmex_wf.models.checkpoints import load_network, save_network
+from bmex_wf.models.checkpoints import load_network, save_network, state_sha256
 from bmex_wf.models.inference import enhance_volume, run_enhancement
 from bmex_wf.models.networks import build_network, float32_layers, float32_part
 from bmex_wf.models.precision import (
@@ -71,7 +71,24 @@ def test_recorded_figures_follow_the_file(tmp_path, monkeypatch):
     assert network_precision(loaded, "auto", CPU).dtype is None  # no figure recorded
     monkeypatch.setattr(prec, "_records", lambda: {file_sha256(path): {"bf16_psnr_db": 47.0}})
     assert network_precision(loaded, "auto", CPU).dtype is torch.bfloat16
-    assert network_precision(net, "auto", CPU).dtype is None  # not loaded from a file
+    assert network_precision(net, "auto", CPU).dtype is None  # no figure for the width-8 rule weights
+
+
+def test_weights_built_in_memory_are_keyed_by_their_digest():
+    """Rule weights carry the SHA-256 of their tensors; any change of a weight changes it."""
+    one, two = (apply_rule_weights(build_network("enhance", 8)) for _ in range(2))
+    assert one.weights_sha256 == two.weights_sha256 == state_sha256(two)
+    with torch.no_grad():
+        two.conv1.weight[0, 0, 0, 0, 0] += 1e-3
+    assert state_sha256(two) != one.weights_sha256
+
+
+def test_official_size_rule_network_defaults_to_bf16_by_its_record():
+    """The benchmark's fixture-rule network (width 64) has a recorded figure of at least 45 dB."""
+    net = apply_rule_weights(build_network("enhance", 64))
+    record = prec.recorded_fidelity(net.weights_sha256)
+    assert record is not None and record["name"] == "fixture-rule network E (width 64)"
+    assert bf16_default(record) == Precision(torch.bfloat16)
 
 
 def test_builtin_record_is_applied_by_its_rule():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -84,6 +85,18 @@ def check_state_dict(network: torch.nn.Module, state: dict, path="checkpoint") -
         problems.append("wrong shapes: " + "; ".join(shapes[:_SHOW]))
     if problems:
         raise CheckpointError(f"{path}: does not match the {type(network).__name__}: " + "; ".join(problems))
+
+
+def state_sha256(network: torch.nn.Module) -> str:
+    """SHA-256 of a network's weights (each state-dict key and its float32 C-order bytes).
+
+    The identity of weights built in memory (the fixture rule), which have no file.
+    """
+    digest = hashlib.sha256()
+    for key, value in network.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().float().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_network(path, kind: str) -> torch.nn.Module:

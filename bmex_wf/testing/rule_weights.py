@@ -50,8 +50,15 @@ def rule_state_dict(template: dict) -> dict:
 
 
 def apply_rule_weights(network: torch.nn.Module) -> torch.nn.Module:
-    """Load fixture-rule weights into ``network`` (in place) and return it."""
+    """Load fixture-rule weights into ``network`` (in place) and return it.
+
+    ``network.weights_sha256`` becomes the weights' :func:`~bmex_wf.models.checkpoints.state_sha256`,
+    the key of their recorded precision figures.
+    """
+    from ..models.checkpoints import state_sha256
+
     network.load_state_dict(rule_state_dict(network.state_dict()), strict=True)
+    network.weights_sha256 = state_sha256(network)
     return network
 
 
