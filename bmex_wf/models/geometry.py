@@ -61,7 +61,7 @@ class TileSpec:
 
 #: Default geometry per device kind, chosen by measurement (benchmarks/README.md).
 DEFAULT_GEOMETRY = {
-    "cpu": TileSpec("columns", 40, 5, 2),
+    "cpu": TileSpec("columns", 48, 6, 1),
     "gpu": TileSpec("cubes", 64, 5, 2),
 }
 
