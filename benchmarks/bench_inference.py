@@ -65,7 +65,7 @@ from bmex_wf.models.inference import (
 from bmex_wf.models.networks import build_network
 from bmex_wf.models.placement import fit_grid
 from bmex_wf.models.precision import machine_line
-from bmex_wf.models.registry import builtin_model_path, file_sha256
+from bmex_wf.models.registry import builtin_model_path
 from bmex_wf.models.stitching import UPSTREAM_COUNTER_START
 from bmex_wf.models.tiling import upstream_grid
 from bmex_wf.testing.rule_weights import apply_rule_weights
@@ -74,7 +74,7 @@ LOGGER = logging.getLogger("bench_inference")
 SHARED = ROOT.parent / "shared" / "data"
 BENCH_DATA = ROOT / "benchmarks" / "data" / "sub-0002_preproc.npz"
 #: Tile sizes and margins of the ``--tiles-only`` table.
-TILE_SIZES, MARGINS = (32, 40, 48, 56, 64), (3, 4, 5)
+TILE_SIZES, MARGINS = (32, 40, 48, 56, 64), (3, 4, 5, 6)
 #: Reduced precisions measured against float32 (bmex_wf.models.precision).
 LOW_PRECISIONS = ("bf16", "bf16-tail32", "bf16-recon32")
 #: Voxels the release's grid is shifted by for its self-agreement.
@@ -101,7 +101,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=None, help="network width (default 64)")
     parser.add_argument("--model", type=Path, default=None,
                         help="trained network E file instead of fixture-rule weights (its width "
-                             "is read from the file; 'builtin' = the shipped model)")
+                             "is read from the file; 'builtin' = the shipped model; 'rule' = "
+                             "fixture-rule weights, the default except for --precision-only, "
+                             "which measures the built-in model unless told otherwise)")
     parser.add_argument("--geometry", default=None,
                         help="tile geometry of the fast scheme (default: the device kind's)")
     parser.add_argument("--precision", default=None,
@@ -169,7 +171,7 @@ def load_model(path) -> torch.nn.Module:
 
 def benchmark_network(args) -> torch.nn.Module:
     """Network E: fixture-rule weights at ``--width``, or the trained file ``--model``."""
-    if args.model is None:
+    if args.model is None or str(args.model) == "rule":
         return apply_rule_weights(build_network("enhance", args.width))
     net = load_model(args.model)
     args.width = net.width
@@ -280,9 +282,12 @@ class Fidelity:
         return out
 
 
-def trained_figures(vol, mask, boxes, device, geometry, release: bool = True) -> dict:
-    """Fidelity of the built-in model to the release (unless not ``release``), and its bf16-vs-fp32 agreement."""
-    net = load_model("builtin")
+def trained_figures(vol, mask, boxes, device, geometry, release: bool = True, net=None,
+                    name: str = "built-in network E (width 8)",
+                    command: str = "python benchmarks/bench_inference.py --precision-only") -> dict:
+    """Fidelity of ``net`` (default: the built-in model) to the release (unless not ``release``),
+    and its bf16-vs-fp32 agreement with the record for ``precision.json``."""
+    net = load_model("builtin") if net is None else net
     fid = Fidelity(net, vol, mask, boxes, device)
     grid = fit_grid(mask, geometry)
     fast = fid.scheme(grid, resolve_precision("fp32", device))
@@ -290,11 +295,12 @@ def trained_figures(vol, mask, boxes, device, geometry, release: bool = True) ->
     if release:
         fid.release(timed=False)
         out = {"fast": fid.versus(fast), "self": fid.versus(fid.shifted())}
-    out["record"] = {"name": "built-in network E (width 8)"}
-    for name in LOW_PRECISIONS:
-        out[name] = fid.versus(fid.scheme(grid, resolve_precision(name, device)), fast)
-        out["record"][f"{name.replace('-', '_')}_psnr_db"] = round(out[name]["pooled"][0], 2)
-    out["record"]["command"] = "python benchmarks/bench_inference.py --precision-only"
+    out["record"] = {"name": name}
+    for low in LOW_PRECISIONS:
+        out[low] = fid.versus(fid.scheme(grid, resolve_precision(low, device)), fast)
+        out["record"][f"{low.replace('-', '_')}_psnr_db"] = round(out[low]["pooled"][0], 2)
+    out["record"]["bf16_label_agreement"] = round(out["bf16"]["pooled"][1], 4)
+    out["record"]["command"] = command
     return out
 
 
@@ -323,13 +329,20 @@ def main(argv=None) -> int:
         tiles_table(mask, vol)
         return 0
     if args.precision_only:
-        out = trained_figures(vol, mask, boxes, device, geometry, release=False)
-        path = builtin_model_path()
-        for name in LOW_PRECISIONS:
-            values = out[name]
+        args.model = args.model or "builtin"
+        net = benchmark_network(args)
+        name = (f"fixture-rule network E (width {args.width})" if str(args.model) == "rule"
+                else f"{'built-in' if str(args.model) == 'builtin' else Path(args.model).name} "
+                f"network E (width {args.width})")
+        command = "python benchmarks/bench_inference.py --precision-only" + (
+            "" if str(args.model) == "builtin" else f" --model {args.model}")
+        out = trained_figures(vol, mask, boxes, device, geometry, release=False, net=net, name=name,
+                              command=command)
+        for precision_name in LOW_PRECISIONS:
+            values = out[precision_name]
             parts = ", ".join(f"{k} {values[k][0]:.2f} dB" for k in boxes)
-            print(f"{name} vs fp32: {values['pooled'][0]:.2f} dB, labels {values['pooled'][1]:.4f} ({parts})")
-        print(json.dumps({file_sha256(path): out["record"]}, indent=2))
+            print(f"{precision_name} vs fp32: {values['pooled'][0]:.2f} dB, labels {values['pooled'][1]:.4f} ({parts})")
+        print(json.dumps({net.weights_sha256: out["record"]}, indent=2))
         print(" ".join(f"{n.replace('-', '_')}_vs_fp32_psnr_db={out[n]['pooled'][0]:.2f}" for n in LOW_PRECISIONS)
               + f" bf16_label_agreement={out['bf16']['pooled'][1]:.4f}")
         return 0
