@@ -351,6 +351,21 @@ def test_pair_crops_come_from_the_pair_or_its_degraded_target():
     assert not np.allclose(synthetic["input"], synthetic["target"] * 0.5 * synthetic["mask"], atol=1.0)
 
 
+def test_synthetic_pair_crops_can_degrade_the_real_input():
+    """``synthetic_source="input"`` degrades the pair's stored input, whose intensity level it keeps."""
+    vol = _volume(0)
+    vol.degraded = np.asarray(vol.clean) * 0.5
+    from_input = make_example(vol, 16, np.random.default_rng(4), margin=0, kinds=("noise",),
+                              synthetic=True, synthetic_source="input")
+    from_output = make_example(vol, 16, np.random.default_rng(4), margin=0, kinds=("noise",),
+                               synthetic=True)
+    inside = from_input["mask"]
+    level = from_input["input"][inside].mean() / from_input["target"][inside].mean()
+    assert abs(level - 0.5) < 0.05  # the input's level, not the target's
+    assert abs(from_output["input"][inside].mean() / from_output["target"][inside].mean() - 1) < 0.05
+    assert not np.allclose(from_input["input"], from_input["target"] * 0.5 * inside, atol=1.0)
+
+
 def test_split_slab_keeps_training_crops_out_of_the_slab():
     """The held-out slab is contiguous; the training parts stay ``gap`` voxels away from it."""
     from bmex_wf.training.data import slab_bounds, split_slab
