@@ -73,7 +73,7 @@ def test_fast_stitching_is_exact_and_seamless():
     recon, scores = enhance_volume(vol, stub, mask=mask, device="cpu", progress=False)
     assert recon.dtype == np.float32 and scores.dtype == np.float32
     assert recon.shape == vol.shape and scores.shape == (4, *vol.shape)
-    region = dilate_mask(mask, 2)
+    region = dilate_mask(mask, default_geometry("cpu").dilation)
     np.testing.assert_array_equal(recon[region], vol[region])
     np.testing.assert_array_equal(scores[2][region], vol[region] + 1)
     np.testing.assert_array_equal(scores[3][region], 0.5 * vol[region])
@@ -196,7 +196,8 @@ def test_report_records_geometry_and_settings():
     report = result.report
     grid = fit_grid(mask, default_geometry("cpu"))
     assert report["geometry"] == default_geometry("cpu").name and report["tiling"] == "fast"
-    assert report["placement"] == "columns" and report["tile"] == 40 and report["margin"] == 5
+    spec = default_geometry("cpu")
+    assert (report["placement"], report["tile"], report["margin"]) == (spec.placement, spec.tile, spec.margin)
     assert report["tiles"] == len(grid) and report["voxels_computed"] == grid.voxels()
     assert report["brain_voxels"] == int(mask.sum()) and report["uncovered_brain_voxels"] == 0
     assert report["work_ratio"] == pytest.approx(grid.voxels() / mask.sum(), abs=1e-3)
