@@ -331,11 +331,11 @@ def main(argv=None) -> int:
     if args.precision_only:
         args.model = args.model or "builtin"
         net = benchmark_network(args)
-        name = (f"fixture-rule network E (width {args.width})" if str(args.model) == "rule"
-                else f"{'built-in' if str(args.model) == 'builtin' else Path(args.model).name} "
-                f"network E (width {args.width})")
+        model = str(args.model)
+        label = {"rule": "fixture-rule", "builtin": "built-in"}.get(model, Path(model).name)
+        name = f"{label} network E (width {args.width})"
         command = "python benchmarks/bench_inference.py --precision-only" + (
-            "" if str(args.model) == "builtin" else f" --model {args.model}")
+            "" if model == "builtin" else f" --model {model}")
         out = trained_figures(vol, mask, boxes, device, geometry, release=False, net=net, name=name,
                               command=command)
         for precision_name in LOW_PRECISIONS:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +27,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from eval_pair import run_workflow
 
 from bmex_wf.cli.demo import DEMO_DEGRADATIONS
 from bmex_wf.metrics import fitted_psnr, fitted_ssim
@@ -63,22 +64,6 @@ def demo_like_images(scan: Path, work: Path, seed: int = 0) -> tuple[Path, Path,
     return paths
 
 
-def enhanced_brain(model: Path, degraded: Path, mask: Path, work: Path, threads: int) -> np.ndarray:
-    """``enhanced_brain`` of ``degraded`` through ``init_bmex_wf`` with ``model``."""
-    from bmex_wf.workflows.base import init_bmex_wf
-
-    models = work / "models"
-    models.mkdir(parents=True)
-    shutil.copy(model, models / "BMEX-Month24-T1-model.pt")
-    wf = init_bmex_wf(age_months=AGE_MONTHS, contrast="T1w", models_dir=str(models),
-                      mask_source="precomputed", omp_nthreads=threads)
-    wf.base_dir = str(work)
-    wf.inputs.inputnode.in_file = str(degraded)
-    wf.inputs.inputnode.in_mask = str(mask)
-    ran = {node.name: node for node in wf.run(plugin="Linear").nodes()}
-    return np.asarray(nib.load(ran["restore_enhanced_brain"].result.outputs.out_file).dataobj, dtype=np.float32)
-
-
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -99,7 +84,9 @@ def main(argv=None) -> int:
         degraded = np.asarray(nib.load(degraded_path).dataobj, dtype=np.float32)
         before = fitted_psnr(degraded, clean, mask), fitted_ssim(degraded, clean, mask)
         for number, model in enumerate(models):
-            enhanced = enhanced_brain(model, degraded_path, mask_path, Path(tmp) / f"run{number}", opts.threads)
+            path, _ = run_workflow(model, degraded_path, mask_path, Path(tmp) / f"run{number}", opts.threads,
+                                   age_months=AGE_MONTHS)
+            enhanced = np.asarray(nib.load(path).dataobj, dtype=np.float32)
             sys.stdout.write(
                 f"model={model} subject={opts.subject} fitted_psnr_in_db={before[0]:.2f} "
                 f"fitted_psnr_out_db={fitted_psnr(enhanced, clean, mask):.2f} fitted_ssim_in={before[1]:.4f} "

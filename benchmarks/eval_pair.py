@@ -54,20 +54,19 @@ def slab_mask(mask: np.ndarray, axis: int = SLAB_AXIS, fractions=SLAB) -> np.nda
     return keep
 
 
-def run_workflow(model: Path, work: Path, threads: int) -> tuple[Path, float]:
-    """``enhanced_brain`` of the pair's input through ``init_bmex_wf``, and the network's seconds."""
+def run_workflow(model: Path, image: Path, mask: Path, work: Path, threads: int,
+                 age_months: float = 24) -> tuple[Path, float]:
+    """``enhanced_brain`` of ``image`` through ``init_bmex_wf`` with ``model`` as the Month24 T1w
+    model and ``mask`` as a precomputed mask, and the network's seconds (QC record)."""
     from bmex_wf.workflows.base import init_bmex_wf
 
     models = work / "models"
     models.mkdir(parents=True)
     shutil.copy(model, models / "BMEX-Month24-T1-model.pt")
-    mask = work / "bmex_mask.nii.gz"
-    out = nib.load(PAIR / OUTPUT)
-    nib.Nifti1Image((np.asarray(out.dataobj) > 0).astype(np.uint8), out.affine, out.header).to_filename(mask)
-    wf = init_bmex_wf(age_months=24, contrast="T1w", models_dir=str(models),
+    wf = init_bmex_wf(age_months=age_months, contrast="T1w", models_dir=str(models),
                       mask_source="precomputed", omp_nthreads=threads)
     wf.base_dir = str(work)
-    wf.inputs.inputnode.in_file = str(PAIR / INPUT)
+    wf.inputs.inputnode.in_file = str(image)
     wf.inputs.inputnode.in_mask = str(mask)
     ran = {node.name: node for node in wf.run(plugin="Linear").nodes()}
     qc = json.loads(Path(ran["write_qc"].result.outputs.out_file).read_text())
@@ -89,7 +88,10 @@ def main(argv=None) -> int:
     brain = target > 0
     slab = slab_mask(brain)
     with tempfile.TemporaryDirectory() as tmp:
-        path, seconds = run_workflow(opts.model, Path(tmp), opts.threads)
+        mask = Path(tmp) / "bmex_mask.nii.gz"
+        out = nib.load(PAIR / OUTPUT)
+        nib.Nifti1Image(brain.astype(np.uint8), out.affine, out.header).to_filename(mask)
+        path, seconds = run_workflow(opts.model, PAIR / INPUT, mask, Path(tmp), opts.threads)
         enhanced = np.asarray(nib.load(path).dataobj, dtype=np.float32)
     scores = {
         "slab_psnr_in_db": psnr(source, target, slab), "slab_psnr_out_db": psnr(enhanced, target, slab),
