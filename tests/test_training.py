@@ -110,6 +110,9 @@ def test_degradation_errors_and_kind_draws(phantom):
     assert any(d == () for d in draws)
     assert all(len(d) <= 3 and set(d) <= set(DEGRADATIONS) for d in draws)
     assert {k for d in draws for k in d} == set(DEGRADATIONS)
+    limited = [random_kinds(rng, max_kinds=3, p_clean=0.0, allowed=("noise", "motion")) for _ in range(100)]
+    assert {k for d in limited for k in d} == {"motion", "noise"}
+    assert all(1 <= len(d) <= 2 for d in limited)
 
 
 # ---------------------------------------------------------------------------------- targets
@@ -303,6 +306,9 @@ def test_cli_rejects_bad_settings(tmp_path, caplog):
     assert "multiples of 8" in caplog.text
     assert cli.main([str(tmp_path / "out")]) == 1
     assert "no training images" in caplog.text
+    assert cli.main([str(tmp_path / "out"), "--kinds", "noise", "wobble"]) == 1
+    assert "unknown degradation kind(s) ['wobble']" in caplog.text
+    assert not (tmp_path / "out").exists()
 
 
 def test_shipped_builtin_model():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from ..logging_setup import configure_logging
@@ -83,6 +83,9 @@ def get_parser() -> argparse.ArgumentParser:
         default = getattr(defaults, name)
         model.add_argument("--" + name.replace("_", "-"), type=type(default), default=default,
                            help=f"{help_text} (default: {default})")
+    model.add_argument("--kinds", nargs="+", default=list(defaults.kinds), metavar="KIND",
+                       help="degradation kinds training crops draw from: motion, ghosting, spike, "
+                       "noise, blur, anisotropy, bias, gamma (default: all)")
     model.add_argument("--recon-loss", choices=("l1", "l2"), default=defaults.recon_loss,
                        help=f"reconstruction loss (default: {defaults.recon_loss})")
     model.add_argument("--synthetic-pair-source", choices=("output", "input"),
@@ -138,6 +141,9 @@ def main(argv=None) -> int:
 
     config = TrainConfig(**{f.name: getattr(opts, f.name) for f in fields(TrainConfig)})
     try:
+        from .degradations import check_kinds
+
+        config = replace(config, kinds=check_kinds(config.kinds))
         if config.width % 8 or config.width < 8 or config.crop % 8 or config.val_crop % 8:
             raise TrainingError("--width, --crop and --val-crop must be positive multiples of 8")
         train_sources, val_sources = [], []

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -428,13 +429,13 @@ class CropStream(torch.utils.data.IterableDataset):
 
     def __init__(self, volumes: list[Volume], size: int, seed: int, start_step: int = 0, margin: int = 8,
                  max_kinds: int = 3, p_clean: float = 0.1, p_synthetic_pair: float = 0.0,
-                 synthetic_pair_source: str = "output"):
+                 synthetic_pair_source: str = "output", kinds: Sequence[str] = ()):
         super().__init__()
         if not volumes:
             raise TrainingDataError("no training volumes")
         self.volumes, self.size, self.seed, self.start_step, self.margin = volumes, size, seed, start_step, margin
         self.max_kinds, self.p_clean, self.p_synthetic_pair = max_kinds, p_clean, p_synthetic_pair
-        self.synthetic_pair_source = synthetic_pair_source
+        self.synthetic_pair_source, self.kinds = synthetic_pair_source, tuple(kinds)
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -443,7 +444,7 @@ class CropStream(torch.utils.data.IterableDataset):
         while True:
             volume = pick_volume(self.volumes, rng)
             synthetic = volume.degraded is not None and rng.random() < self.p_synthetic_pair
-            kinds = random_kinds(rng, self.max_kinds, self.p_clean)
+            kinds = random_kinds(rng, self.max_kinds, self.p_clean, self.kinds)
             example = make_example(volume, self.size, rng, self.margin, kinds=kinds, synthetic=synthetic,
                                    synthetic_source=self.synthetic_pair_source)
             yield {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in example.items()}

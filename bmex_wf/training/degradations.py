@@ -80,13 +80,17 @@ def make_transform(kind: str):
     return getattr(tio, _CLASSES[kind])(**DEGRADATIONS[kind])
 
 
-def random_kinds(rng: np.random.Generator, max_kinds: int = 3, p_clean: float = 0.1) -> tuple[str, ...]:
-    """Draw the kinds for one training crop: none with probability ``p_clean``, else 1..max_kinds."""
+def random_kinds(rng: np.random.Generator, max_kinds: int = 3, p_clean: float = 0.1,
+                 allowed: Sequence[str] = ()) -> tuple[str, ...]:
+    """Draw the kinds for one training crop: none with probability ``p_clean``, else 1..max_kinds.
+
+    ``allowed`` limits the draw to those kinds (empty: every kind of :data:`TRAIN_WEIGHTS`).
+    """
     if rng.random() < p_clean:
         return ()
-    names = list(TRAIN_WEIGHTS)
+    names = list(check_kinds(allowed)) if allowed else list(TRAIN_WEIGHTS)
     weights = np.array([TRAIN_WEIGHTS[n] for n in names])
-    count = int(rng.integers(1, max_kinds + 1))
+    count = int(rng.integers(1, min(max_kinds, len(names)) + 1))
     chosen = rng.choice(len(names), size=count, replace=False, p=weights / weights.sum())
     return check_kinds([names[i] for i in chosen])
 

@@ -47,6 +47,7 @@ class TrainConfig:
     recon_weight: float = 10.0
     seg_weight: float = 0.1
     max_kinds: int = 3
+    kinds: tuple = ()
     p_clean: float = 0.1
     p_synthetic_pair: float = 0.0
     synthetic_pair_source: str = "output"
@@ -348,7 +349,7 @@ def train(train_volumes: list[Volume], val_volumes: list[Volume], config: TrainC
     stream = CropStream(train_volumes, config.crop, config.seed, start_step=step,
                         max_kinds=config.max_kinds, p_clean=config.p_clean,
                         p_synthetic_pair=config.p_synthetic_pair,
-                        synthetic_pair_source=config.synthetic_pair_source)
+                        synthetic_pair_source=config.synthetic_pair_source, kinds=config.kinds)
     loader = torch.utils.data.DataLoader(stream, batch_size=config.batch, num_workers=config.workers,
                                          collate_fn=collate_examples, persistent_workers=config.workers > 0)
     batches = iter(loader)
