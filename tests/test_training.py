@@ -385,3 +385,32 @@ def test_split_slab_keeps_training_crops_out_of_the_slab():
     before, after = parts
     assert before.clean.shape[2] == start - 4 and after.clean.shape[2] == vol.clean.shape[2] - stop - 4
     assert held.degraded is not None and held.weight == vol.weight
+
+
+def test_teacher_targets_replace_clean_targets_but_not_pairs(tmp_path, one_thread):
+    """``--teacher``: clean volumes learn the teacher's output for them; real pairs keep theirs."""
+    from bmex_wf.training.teacher import teacher_output, with_teacher_targets
+
+    torch.manual_seed(0)
+    network = build_network("enhance", 8)
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.BatchNorm3d):
+                module.running_mean.uniform_(0, 1)
+    model = tmp_path / "teacher.pt"
+    torch.save(network.state_dict(), model)
+    clean, pair = _volume(0), _volume(1)
+    pair.degraded = np.asarray(pair.clean) * 0.5
+    taught = with_teacher_targets([clean, pair], model, tmp_path / "cache", num_threads=1)
+    assert taught[1] is pair and taught[0].target is not None
+    expected = teacher_output(clean, load_network(model, "enhance"), num_threads=1)
+    np.testing.assert_allclose(taught[0].target, expected, atol=1e-4)
+    assert not np.allclose(expected, clean.clean * clean.mask, atol=1.0)
+    example = make_example(taught[0], 16, np.random.default_rng(2), margin=0, kinds=("noise",))
+    again = make_example(clean, 16, np.random.default_rng(2), margin=0, kinds=("noise",))
+    np.testing.assert_array_equal(example["input"], again["input"])  # same crop, same degradation
+    assert not np.allclose(example["target"], again["target"], atol=1.0)
+    cached = list((tmp_path / "cache").glob("teacher-*/*.npy"))
+    assert len(cached) == 1
+    again_taught = with_teacher_targets([clean], model, tmp_path / "cache", num_threads=1)
+    np.testing.assert_array_equal(again_taught[0].target, taught[0].target)

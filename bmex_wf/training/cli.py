@@ -49,6 +49,10 @@ def get_parser() -> argparse.ArgumentParser:
     data.add_argument("--prepare-only", action="store_true",
                       help="preprocess the images into the cache and stop (the folders can then be "
                       "given to --volumes on another machine)")
+    data.add_argument("--teacher", type=Path, metavar="MODEL",
+                      help="targets of the clean images' degraded crops: this network's output for "
+                      "the clean image (self-distillation) instead of the clean image; real pairs "
+                      "keep their own target")
     data.add_argument("--cache-dir", type=Path, help="where preprocessed volumes are cached "
                       "(default: OUTPUT_DIR/cache)")
     model = parser.add_argument_group("training")
@@ -169,6 +173,10 @@ def main(argv=None) -> int:
             LOGGER.info("volumes prepared in %s", cache)
             return 0
         train_volumes += [read_cached_volume(folder) for folder in opts.volumes]
+        if opts.teacher:
+            from .teacher import with_teacher_targets
+
+            train_volumes = with_teacher_targets(train_volumes, opts.teacher, cache, config.num_threads)
         val_volumes += [read_cached_volume(folder) for folder in opts.val_volumes]
         if opts.val_slab:
             kept = []

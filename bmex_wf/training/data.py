@@ -104,6 +104,9 @@ class Volume:
     spacing_mm: float = 0.8
     meta: dict = field(default_factory=dict)
     weight: float = 1.0
+    #: What a synthetic crop of a clean volume must give (default: ``clean``), e.g. a
+    #: teacher network's output for it (:mod:`bmex_wf.training.teacher`).
+    target: np.ndarray | None = None
 
 
 def parse_template(name: str) -> tuple[str, str]:
@@ -386,7 +389,10 @@ def sample_crop(volume: Volume, size: int, rng: np.random.Generator, margin: int
 def make_example(volume: Volume, size: int, rng: np.random.Generator, margin: int = 8,
                  kinds=None, flip: bool = True, synthetic: bool = False,
                  synthetic_source: str = "output") -> dict:
-    """One training example: degraded input, clean target and labels of a random crop.
+    """One training example: degraded input, target and labels of a random crop.
+
+    The target is the volume's ``clean`` image, or its ``target`` (e.g. a teacher's output)
+    where it has one.
 
     ``kinds`` fixes the degradation kinds (default: drawn by
     :func:`~bmex_wf.training.degradations.random_kinds`); real pairs use their stored
@@ -400,6 +406,7 @@ def make_example(volume: Volume, size: int, rng: np.random.Generator, margin: in
     box = sample_crop(volume, size, rng, margin)
     inner = (slice(margin, margin + size),) * 3
     clean = np.asarray(volume.clean[box], dtype=np.float32)
+    target = clean if volume.target is None else np.asarray(volume.target[box], dtype=np.float32)
     if volume.degraded is not None and not synthetic:
         degraded = np.asarray(volume.degraded[box], dtype=np.float32)
         kinds = ("pair",)
@@ -410,7 +417,7 @@ def make_example(volume: Volume, size: int, rng: np.random.Generator, margin: in
             source = np.asarray(volume.degraded[box], dtype=np.float32)
         degraded = degrade(source, kinds, seed=int(rng.integers(2**31)), spacing_mm=volume.spacing_mm)
     mask = np.asarray(volume.mask[box])[inner].astype(bool)
-    example = {"input": np.asarray(degraded[inner]) * mask, "target": np.array(clean[inner]),
+    example = {"input": np.asarray(degraded[inner]) * mask, "target": np.array(target[inner]),
                "labels": np.asarray(volume.labels[box])[inner].astype(np.int64), "mask": mask}
     if flip and rng.random() < 0.5:  # network axis 1 is left-right
         example = {k: np.ascontiguousarray(v[:, ::-1]) for k, v in example.items()}
