@@ -90,6 +90,13 @@ def test_summary_and_report_table_show_the_figures():
     assert rows["GM (label 2)"].startswith("Dice 0.712; 650 mL")
 
 
+def test_shortfall_line_only_when_the_enhanced_brain_is_further():
+    assert ds.shortfall_line(EXAMPLE_SCORES) is None  # 21.23 -> 23.46 dB
+    worse = {**EXAMPLE_SCORES, "enhanced": {**EXAMPLE_SCORES["enhanced"], "fitted_psnr_db": 20.62}}
+    line = ds.shortfall_line({**worse, "input": {**EXAMPLE_SCORES["input"], "fitted_psnr_db": 21.00}})
+    assert "0.38 dB further" in line and "official BME-X weights" in line and "\n" not in line
+
+
 def fake_demo_outputs(derivatives) -> Path:
     """Demo outputs whose enhanced brain is the clean image rescaled and whose tissues are MNI152's."""
     clean, _ = ds.clean_mni152()

@@ -114,9 +114,11 @@ def main(argv=None) -> int:
         # The lines the user is looking for go to stdout.
         sys.stdout.write(f"Report: {reports[0]}\n")
         if scores is not None:
-            from ..reports.demo_scores import summary_line
+            from ..reports.demo_scores import shortfall_line, summary_line
 
             sys.stdout.write(summary_line(scores) + "\n")
+            if shortfall := shortfall_line(scores):
+                LOGGER.warning("%s", shortfall)
     else:
         LOGGER.error("No report was written under %s (exit code %d)", out_dir, code)
     return code if reports else (code or 1)

@@ -136,6 +136,17 @@ def summary_line(scores: dict) -> str:
             f"{before['fitted_ssim']:.4f} -> {after['fitted_ssim']:.4f}; {tissues_text(scores)}")
 
 
+def shortfall_line(scores: dict) -> str | None:
+    """A plain warning when the enhanced brain is further from the clean template than the input."""
+    before, after = scores["input"]["fitted_psnr_db"], scores["enhanced"]["fitted_psnr_db"]
+    if after >= before:
+        return None
+    return (f"The enhanced brain is {before - after:.2f} dB further from the clean MNI152 than the "
+            "degraded input (fitted PSNR). The built-in compact model enhances much less well than "
+            "the published model (MODEL_CARD.md); install the official BME-X weights for real use "
+            "(README, 'Model weights').")
+
+
 def report_table(scores: dict) -> dict[str, dict[str, str]]:
     """The scores as the groups of a report metadata table (group -> row -> text)."""
     images = {title: f"fitted PSNR {scores[key]['fitted_psnr_db']:.2f} dB, "
