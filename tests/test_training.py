@@ -308,6 +308,8 @@ def test_cli_rejects_bad_settings(tmp_path, caplog):
     assert "no training images" in caplog.text
     assert cli.main([str(tmp_path / "out"), "--kinds", "noise", "wobble"]) == 1
     assert "unknown degradation kind(s) ['wobble']" in caplog.text
+    assert cli.main([str(tmp_path / "out"), "--teacher", str(tmp_path / "missing.pt")]) == 1
+    assert "missing.pt: no such teacher model file" in caplog.text
     assert not (tmp_path / "out").exists()
 
 

@@ -148,6 +148,8 @@ def main(argv=None) -> int:
         from .degradations import check_kinds
 
         config = replace(config, kinds=check_kinds(config.kinds))
+        if opts.teacher and not opts.teacher.is_file():
+            raise TrainingDataError(f"{opts.teacher}: no such teacher model file")
         if config.width % 8 or config.width < 8 or config.crop % 8 or config.val_crop % 8:
             raise TrainingError("--width, --crop and --val-crop must be positive multiples of 8")
         train_sources, val_sources = [], []
