@@ -95,6 +95,9 @@ def test_shortfall_line_only_when_the_enhanced_brain_is_further():
     worse = {**EXAMPLE_SCORES, "enhanced": {**EXAMPLE_SCORES["enhanced"], "fitted_psnr_db": 20.62}}
     line = ds.shortfall_line({**worse, "input": {**EXAMPLE_SCORES["input"], "fitted_psnr_db": 21.00}})
     assert "0.38 dB further" in line and "official BME-X weights" in line and "\n" not in line
+    demo_like = {**worse, "input": {**EXAMPLE_SCORES["input"], "fitted_psnr_db": 20.996},
+                 "enhanced": {**EXAMPLE_SCORES["enhanced"], "fitted_psnr_db": 20.6226}}
+    assert "0.38 dB further" in ds.shortfall_line(demo_like)  # the printed 21.00 -> 20.62
 
 
 def fake_demo_outputs(derivatives) -> Path:

@@ -138,7 +138,8 @@ def summary_line(scores: dict) -> str:
 
 def shortfall_line(scores: dict) -> str | None:
     """A plain warning when the enhanced brain is further from the clean template than the input."""
-    before, after = scores["input"]["fitted_psnr_db"], scores["enhanced"]["fitted_psnr_db"]
+    # The gap between the two figures as the summary line prints them.
+    before, after = (round(scores[key]["fitted_psnr_db"], 2) for key in ("input", "enhanced"))
     if after >= before:
         return None
     return (f"The enhanced brain is {before - after:.2f} dB further from the clean MNI152 than the "
