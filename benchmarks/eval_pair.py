@@ -10,8 +10,10 @@ anterior-posterior extent, ``scripts/train_builtin.sh``) and for the whole half 
     python benchmarks/eval_pair.py [--model FILE] [--threads 2]
 
 Last line: ``slab_psnr_in_db= slab_psnr_out_db= slab_gain_db= slab_corr_in= slab_corr_out=
-half_psnr_in_db= half_psnr_out_db= enhance_seconds=`` (the network's time on
-the half brain, from the QC record).
+slab_psnr_shifted_db= half_psnr_in_db= half_psnr_out_db= enhance_seconds=``
+(``slab_psnr_shifted_db``: a yardstick, the input shifted by its mean difference from the BME-X
+output over the slab, the best any "input plus a constant" can do; ``enhance_seconds``: the
+network's time on the half brain, from the QC record).
 """
 
 from __future__ import annotations
@@ -96,13 +98,14 @@ def main(argv=None) -> int:
     scores = {
         "slab_psnr_in_db": psnr(source, target, slab), "slab_psnr_out_db": psnr(enhanced, target, slab),
         "slab_corr_in": correlation(source, target, slab), "slab_corr_out": correlation(enhanced, target, slab),
+        "slab_psnr_shifted_db": psnr(source - float(np.mean(source[slab] - target[slab])), target, slab),
         "half_psnr_in_db": psnr(source, target, brain), "half_psnr_out_db": psnr(enhanced, target, brain),
     }
     scores["slab_gain_db"] = scores["slab_psnr_out_db"] - scores["slab_psnr_in_db"]
     scores["enhance_seconds"] = seconds
     LOGGER.info("model %s; slab %d voxels, half %d voxels", opts.model, int(slab.sum()), int(brain.sum()))
     order = ("slab_psnr_in_db", "slab_psnr_out_db", "slab_gain_db", "slab_corr_in", "slab_corr_out",
-             "half_psnr_in_db", "half_psnr_out_db", "enhance_seconds")
+             "slab_psnr_shifted_db", "half_psnr_in_db", "half_psnr_out_db", "enhance_seconds")
     sys.stdout.write(" ".join(f"{k}={scores[k]:.4f}" for k in order) + "\n")
     return 0
 
