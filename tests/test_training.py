@@ -28,6 +28,7 @@ from bmex_wf.training.degradations import (
 from bmex_wf.training.loop import (
     TrainConfig,
     TrainingError,
+    best_validation_step,
     calibrate_batch_norms,
     collate_examples,
     compute_loss,
@@ -344,6 +345,25 @@ def test_stop_step_keeps_the_schedule_of_steps(tmp_path, one_thread):
     result = train(vols[:1], [], config, tmp_path / "run", progress=False)
     assert result["step"] == 2 and load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 2
     assert _lr(2, config) > _lr(2, TrainConfig(steps=2))  # not the decay of a 2-step run
+
+
+def test_final_fit_stops_at_the_validated_runs_best_step(tmp_path, one_thread, caplog):
+    """``--stop-at-best-of`` takes the step where a validated run peaked, on that run's schedule."""
+    vols = [_volume(0), _volume(1)]
+    config = TrainConfig(width=8, crop=16, batch=2, steps=4, val_every=1, val_crop=16, val_per_kind=1,
+                         workers=0, num_threads=1, calibration_batches=1)
+    validated = tmp_path / "validated"
+    train(vols[:1], vols[1:], config, validated, progress=False)
+    scores = {row["step"]: row["psnr_out"] for row in load_checkpoint(validated / "last.pt")["history"]
+              if "psnr_out" in row and row["step"] > 0}
+    assert best_validation_step(validated) == (max(scores, key=scores.get), 4)
+    train(vols[:1], [], TrainConfig(width=8, crop=16, batch=1, steps=1, workers=0, calibration_batches=1),
+          tmp_path / "unvalidated", progress=False)
+    with pytest.raises(TrainingError, match="no validation"):
+        best_validation_step(tmp_path / "unvalidated")
+    assert cli.main([str(tmp_path / "final"), "--stop-at-best-of", str(validated), "--steps", "5"]) == 1
+    assert "its schedule has 4 steps, not --steps 5" in caplog.text
+    assert not (tmp_path / "final").exists()
 
 
 def test_pair_crops_come_from_the_pair_or_its_degraded_target():

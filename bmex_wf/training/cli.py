@@ -107,6 +107,10 @@ def get_parser() -> argparse.ArgumentParser:
                        help="update BN statistics per batch instead of calibrating them once and "
                        "starting from the identity network")
     model.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N (default: auto)")
+    model.add_argument("--stop-at-best-of", type=Path, metavar="RUN_DIR",
+                       help="stop at the step where the validated run RUN_DIR scored best, on the "
+                       "same --steps schedule: a final fit on all the data (e.g. without --val-slab) "
+                       "that keeps the length the validation chose")
     model.add_argument("--no-resume", action="store_true", help="start afresh even if OUTPUT_DIR/last.pt exists")
     model.add_argument("--no-progress", action="store_true", help="no progress bar")
     model.add_argument("--export", type=Path, metavar="FILE",
@@ -141,7 +145,7 @@ def main(argv=None) -> int:
         split_slab,
         template_sources,
     )
-    from .loop import TrainConfig, TrainingError, export_model, train
+    from .loop import TrainConfig, TrainingError, best_validation_step, export_model, train
 
     config = TrainConfig(**{f.name: getattr(opts, f.name) for f in fields(TrainConfig)})
     try:
@@ -150,6 +154,14 @@ def main(argv=None) -> int:
         config = replace(config, kinds=check_kinds(config.kinds))
         if opts.teacher and not opts.teacher.is_file():
             raise TrainingDataError(f"{opts.teacher}: no such teacher model file")
+        if opts.stop_at_best_of:
+            best_step, schedule = best_validation_step(opts.stop_at_best_of)
+            if schedule != config.steps:
+                raise TrainingError(f"{opts.stop_at_best_of}: its schedule has {schedule} steps, "
+                                    f"not --steps {config.steps}; give --steps {schedule}")
+            config = replace(config, stop_step=best_step)
+            LOGGER.info("stopping at step %d of %d, the best validation step of %s", best_step,
+                        schedule, opts.stop_at_best_of)
         if config.width % 8 or config.width < 8 or config.crop % 8 or config.val_crop % 8:
             raise TrainingError("--width, --crop and --val-crop must be positive multiples of 8")
         train_sources, val_sources = [], []

@@ -297,6 +297,20 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
+def best_validation_step(run_dir) -> tuple[int, int]:
+    """The step at which a run's validation scored best, and that run's schedule (``steps``).
+
+    Read from ``run_dir/last.pt``; the identity start (step 0) is no candidate, and of equal
+    scores the first counts, as it is the one :func:`train` saved as ``best.pt``.
+    """
+    state = load_checkpoint(Path(run_dir) / "last.pt")
+    scores = [(row["psnr_out"], -row["step"]) for row in state["history"]
+              if "psnr_out" in row and row["step"] > 0]
+    if not scores:
+        raise TrainingError(f"{run_dir}: the run has no validation after its start to take a step from")
+    return -max(scores)[1], int(state["config"]["steps"])
+
+
 def train(train_volumes: list[Volume], val_volumes: list[Volume], config: TrainConfig, out_dir,
           resume: bool = True, progress: bool = True) -> dict:
     """Train Network E of ``config.width`` on random degraded crops.
