@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import tempfile
 
 import nibabel as nib
 import numpy as np
@@ -112,11 +113,14 @@ def test_order_classes_by_mean_and_contrast():
 
 
 @pytest.mark.parametrize("contrast", ["T1w", "T2w"])
-def test_atropos_recovers_a_phantom(contrast):
+def test_atropos_recovers_a_phantom(contrast, tmp_path, monkeypatch):
     labels = nested_cubes()
     affine = rotation(20, 0) @ np.diag([0.8, 0.8, 1.0, 1.0])
     image, mask = phantom(labels, affine, contrast)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     seg = atropos_dseg(image, mask, contrast=contrast, iterations=3)
+    assert list(tmp_path.iterdir()) == []  # Atropos' probability images are not left behind
+    assert tempfile.tempdir == str(tmp_path)
     out = np.asanyarray(seg.dataobj)
     assert seg.shape == labels.shape and out.dtype == np.uint8
     np.testing.assert_allclose(seg.affine, affine)

@@ -10,6 +10,7 @@ import io
 import logging
 import math
 import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,6 +96,22 @@ def _ants_seed(seed: int) -> Iterator[None]:
             os.environ.pop("ANTS_RANDOM_SEED", None)
         else:
             os.environ["ANTS_RANDOM_SEED"] = previous
+
+
+@contextmanager
+def _private_tempdir() -> Iterator[str]:
+    """Point :mod:`tempfile` at a private folder, removed afterwards.
+
+    ``ants.atropos`` writes its class probability images to the temporary folder and never
+    deletes them (three files per call), which would fill ``/tmp`` over a large dataset.
+    """
+    previous = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="bmex-atropos-") as folder:
+        tempfile.tempdir = folder
+        try:
+            yield folder
+        finally:
+            tempfile.tempdir = previous
 
 
 def _brain_and_mask(brain: nib.spatialimages.SpatialImage,
@@ -188,7 +205,7 @@ def atropos_dseg(brain: nib.spatialimages.SpatialImage, mask: nib.spatialimages.
     spacing = tuple(float(z) for z in np.sqrt((brain.affine[:3, :3] ** 2).sum(axis=0)))
     image = ants.from_numpy(np.where(inside, data, 0).astype(np.float32), spacing=spacing)
     ants_mask = ants.from_numpy(inside.astype(np.float32), spacing=spacing)
-    with _ants_seed(seed):
+    with _ants_seed(seed), _private_tempdir():
         result = ants.atropos(a=image, x=ants_mask, i="KMeans[3]", m="[0.1,1x1x1]",
                               c=f"[{int(iterations)},0]", priorweight=0.0)
     labels = np.rint(result["segmentation"].numpy()).astype(np.uint8)
