@@ -14,8 +14,11 @@ First a line for a plain denoiser as a yardstick: the degraded image smoothed by
 (``gaussian_sigma_mm=`` and its ``fitted_psnr_db=``, the best of 0.5-1.25 mm). Then one line per
 model: ``model= subject= fitted_psnr_in_db= fitted_psnr_out_db= fitted_ssim_in=
 fitted_ssim_out= edge_error_share=`` (the share of the fitted output's squared error that lies
-in the mask's outer voxel layer); with ``--clean-input`` also ``fitted_psnr_clean_out_db=``, the model run on the
-clean scan itself (what its output style alone costs against the scan).
+in the mask's outer voxel layer), then the network's GM and WM labels on the degraded scan against
+a 3-class Atropos segmentation of the clean scan (``gm_dice= wm_dice= gm_ml= wm_ml= ref_gm_ml=
+ref_wm_ml=``, the demo's tissue check without MNI152); with ``--clean-input`` also
+``fitted_psnr_clean_out_db=``, the model run on the clean scan itself (what its output style alone
+costs against the scan).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 from eval_pair import run_workflow
 
 from bmex_wf.cli.demo import DEMO_DEGRADATIONS
-from bmex_wf.metrics import fit_affine, fitted_psnr, fitted_ssim
+from bmex_wf.labels import GM, WM
+from bmex_wf.metrics import dice, fit_affine, fitted_psnr, fitted_ssim
 from bmex_wf.models.registry import builtin_model_path
 
 BIDS = ROOT.parent / "shared" / "data" / "test_BIDS"
@@ -91,23 +95,42 @@ def main(argv=None) -> int:
         before = fitted_psnr(degraded, clean, mask), fitted_ssim(degraded, clean, mask)
         sigma, smoothed = gaussian_yardstick(degraded, clean, mask)
         sys.stdout.write(f"gaussian_sigma_mm={sigma} fitted_psnr_db={smoothed:.2f}\n")
+        reference = reference_tissues(clean_path, mask_path)
         for number, model in enumerate(models):
-            enhanced = run_model(model, degraded_path, mask_path, Path(tmp) / f"run{number}", opts.threads)
+            enhanced, labels = run_model(model, degraded_path, mask_path, Path(tmp) / f"run{number}", opts.threads)
             line = (f"model={model} subject={opts.subject} fitted_psnr_in_db={before[0]:.2f} "
                     f"fitted_psnr_out_db={fitted_psnr(enhanced, clean, mask):.2f} fitted_ssim_in={before[1]:.4f} "
                     f"fitted_ssim_out={fitted_ssim(enhanced, clean, mask):.4f} "
-                    f"edge_error_share={edge_error_share(enhanced, clean, mask):.3f}")
+                    f"edge_error_share={edge_error_share(enhanced, clean, mask):.3f} "
+                    + tissue_scores(labels, reference))
             if opts.clean_input:
-                restyled = run_model(model, clean_path, mask_path, Path(tmp) / f"clean{number}", opts.threads)
+                restyled, _ = run_model(model, clean_path, mask_path, Path(tmp) / f"clean{number}", opts.threads)
                 line += f" fitted_psnr_clean_out_db={fitted_psnr(restyled, clean, mask):.2f}"
             sys.stdout.write(line + "\n")
     return 0
 
 
-def run_model(model: Path, image: Path, mask: Path, work: Path, threads: int) -> np.ndarray:
-    """``enhanced_brain`` of ``init_bmex_wf`` for ``image`` (float32)."""
-    path, _ = run_workflow(model, image, mask, work, threads, age_months=AGE_MONTHS)
-    return np.asarray(nib.load(path).dataobj, dtype=np.float32)
+def run_model(model: Path, image: Path, mask: Path, work: Path, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """``enhanced_brain`` (float32) and ``dseg`` of ``init_bmex_wf`` for ``image``."""
+    run = run_workflow(model, image, mask, work, threads, age_months=AGE_MONTHS)
+    return (np.asarray(nib.load(run.enhanced_brain).dataobj, dtype=np.float32),
+            np.asarray(nib.load(run.dseg).dataobj))
+
+
+def reference_tissues(clean: Path, mask: Path) -> np.ndarray:
+    """3-class Atropos labels (0 BG, 1 CSF, 2 GM, 3 WM) of the clean scan inside ``mask``."""
+    from bmex_wf.postproc.volumes import atropos_dseg
+
+    return np.asarray(atropos_dseg(nib.load(clean), nib.load(mask), contrast="T1w", age_group="Month24").dataobj)
+
+
+def tissue_scores(labels: np.ndarray, reference: np.ndarray) -> str:
+    """``gm_dice= wm_dice= gm_ml= wm_ml= ref_gm_ml= ref_wm_ml=`` of two 1 mm label maps."""
+    tissues = (("gm", GM), ("wm", WM))
+    fields = [f"{name}_dice={dice(labels == label, reference == label):.3f}" for name, label in tissues]
+    for prefix, image in (("", labels), ("ref_", reference)):
+        fields += [f"{prefix}{name}_ml={np.count_nonzero(image == label) / 1000:.0f}" for name, label in tissues]
+    return " ".join(fields)
 
 
 def edge_error_share(output, clean, mask) -> float:

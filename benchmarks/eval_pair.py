@@ -26,6 +26,7 @@ import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -56,10 +57,18 @@ def slab_mask(mask: np.ndarray, axis: int = SLAB_AXIS, fractions=SLAB) -> np.nda
     return keep
 
 
+class WorkflowRun(NamedTuple):
+    """Outputs of :func:`run_workflow` on the input's grid, and the network's seconds."""
+
+    enhanced_brain: Path
+    dseg: Path
+    enhance_seconds: float
+
+
 def run_workflow(model: Path, image: Path, mask: Path, work: Path, threads: int,
-                 age_months: float = 24) -> tuple[Path, float]:
-    """``enhanced_brain`` of ``image`` through ``init_bmex_wf`` with ``model`` as the Month24 T1w
-    model and ``mask`` as a precomputed mask, and the network's seconds (QC record)."""
+                 age_months: float = 24) -> WorkflowRun:
+    """``enhanced_brain`` and ``dseg`` of ``image`` through ``init_bmex_wf`` with ``model`` as the
+    Month24 T1w model and ``mask`` as a precomputed mask, and the network's seconds (QC record)."""
     from bmex_wf.workflows.base import init_bmex_wf
 
     models = work / "models"
@@ -72,7 +81,8 @@ def run_workflow(model: Path, image: Path, mask: Path, work: Path, threads: int,
     wf.inputs.inputnode.in_mask = str(mask)
     ran = {node.name: node for node in wf.run(plugin="Linear").nodes()}
     qc = json.loads(Path(ran["write_qc"].result.outputs.out_file).read_text())
-    return Path(ran["restore_enhanced_brain"].result.outputs.out_file), qc["Timings"]["EnhanceSeconds"]
+    return WorkflowRun(Path(ran["restore_enhanced_brain"].result.outputs.out_file),
+                       Path(ran["restore_dseg"].result.outputs.out_file), qc["Timings"]["EnhanceSeconds"])
 
 
 def main(argv=None) -> int:
@@ -93,8 +103,8 @@ def main(argv=None) -> int:
         mask = Path(tmp) / "bmex_mask.nii.gz"
         out = nib.load(PAIR / OUTPUT)
         nib.Nifti1Image(brain.astype(np.uint8), out.affine, out.header).to_filename(mask)
-        path, seconds = run_workflow(opts.model, PAIR / INPUT, mask, Path(tmp), opts.threads)
-        enhanced = np.asarray(nib.load(path).dataobj, dtype=np.float32)
+        run = run_workflow(opts.model, PAIR / INPUT, mask, Path(tmp), opts.threads)
+        enhanced = np.asarray(nib.load(run.enhanced_brain).dataobj, dtype=np.float32)
     scores = {
         "slab_psnr_in_db": psnr(source, target, slab), "slab_psnr_out_db": psnr(enhanced, target, slab),
         "slab_corr_in": correlation(source, target, slab), "slab_corr_out": correlation(enhanced, target, slab),
@@ -102,7 +112,7 @@ def main(argv=None) -> int:
         "half_psnr_in_db": psnr(source, target, brain), "half_psnr_out_db": psnr(enhanced, target, brain),
     }
     scores["slab_gain_db"] = scores["slab_psnr_out_db"] - scores["slab_psnr_in_db"]
-    scores["enhance_seconds"] = seconds
+    scores["enhance_seconds"] = run.enhance_seconds
     LOGGER.info("model %s; slab %d voxels, half %d voxels", opts.model, int(slab.sum()), int(brain.sum()))
     order = ("slab_psnr_in_db", "slab_psnr_out_db", "slab_gain_db", "slab_corr_in", "slab_corr_out",
              "slab_psnr_shifted_db", "half_psnr_in_db", "half_psnr_out_db", "enhance_seconds")

@@ -418,8 +418,12 @@ def train(train_volumes: list[Volume], val_volumes: list[Volume], config: TrainC
         save_network(judged.eval(), best_file)
     with open(out_dir / "history.jsonl", "w") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in history)
-    LOGGER.info("stopped at step %d after %.1f min; best validation PSNR %.3f dB", step,
-                (time.monotonic() - started) / 60, best)
+    minutes = (time.monotonic() - started) / 60
+    if val_examples:
+        LOGGER.info("stopped at step %d after %.1f min; best validation PSNR %.3f dB", step, minutes, best)
+    else:
+        LOGGER.info("stopped at step %d after %.1f min (no validation: best.pt is the last weights)",
+                    step, minutes)
     return {"step": step, "best_psnr": best, "last_val": last_val, "best": best_file}
 
 
