@@ -38,9 +38,10 @@ sys.path.insert(0, str(ROOT))
 from eval_pair import run_workflow
 
 from bmex_wf.cli.demo import DEMO_DEGRADATIONS
-from bmex_wf.labels import GM, WM
-from bmex_wf.metrics import dice, fit_affine, fitted_psnr, fitted_ssim
+from bmex_wf.metrics import fit_affine, fitted_psnr, fitted_ssim
 from bmex_wf.models.registry import builtin_model_path
+from bmex_wf.reports.demo_scores import TISSUE_LABELS
+from bmex_wf.reports.demo_scores import tissue_scores as demo_tissue_scores
 
 BIDS = ROOT.parent / "shared" / "data" / "test_BIDS"
 #: Age given to the workflow (months): any age from 21 months on selects the Month24 model and
@@ -125,12 +126,14 @@ def reference_tissues(clean: Path, mask: Path) -> np.ndarray:
 
 
 def tissue_scores(labels: np.ndarray, reference: np.ndarray) -> str:
-    """``gm_dice= wm_dice= gm_ml= wm_ml= ref_gm_ml= ref_wm_ml=`` of two 1 mm label maps."""
-    tissues = (("gm", GM), ("wm", WM))
-    fields = [f"{name}_dice={dice(labels == label, reference == label):.3f}" for name, label in tissues]
-    for prefix, image in (("", labels), ("ref_", reference)):
-        fields += [f"{prefix}{name}_ml={np.count_nonzero(image == label) / 1000:.0f}" for name, label in tissues]
-    return " ".join(fields)
+    """``gm_dice= wm_dice= gm_ml= wm_ml= ref_gm_ml= ref_wm_ml=`` of two 1 mm label maps (the demo's
+    :func:`~bmex_wf.reports.demo_scores.tissue_scores`)."""
+    scores = demo_tissue_scores(labels, {name: reference == value for name, value in TISSUE_LABELS.items()},
+                                voxel_ml=0.001)
+    tissues = [(name.lower(), scores[name]) for name in TISSUE_LABELS]
+    return " ".join([f"{name}_dice={score['dice']:.3f}" for name, score in tissues]
+                    + [f"{name}_ml={score['volume_ml']:.0f}" for name, score in tissues]
+                    + [f"ref_{name}_ml={score['reference_volume_ml']:.0f}" for name, score in tissues])
 
 
 def edge_error_share(output, clean, mask) -> float:

@@ -18,6 +18,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..labels import GM, WM
 from ..metrics import dice, fitted_psnr, fitted_ssim
 
 LOGGER = logging.getLogger("bmex_wf.demo")
@@ -25,7 +26,7 @@ LOGGER = logging.getLogger("bmex_wf.demo")
 #: File name of the scores, in the folder of the subject's outputs.
 SCORES_NAME = "demo_scores.json"
 #: Tissue labels of the network's dseg scored against the MNI152 tissue maps.
-TISSUE_LABELS = {"GM": 2, "WM": 3}
+TISSUE_LABELS = {"GM": GM, "WM": WM}
 #: Probability above which a voxel of an MNI152 tissue map counts as that tissue.
 TISSUE_THRESHOLD = 0.5
 REFERENCE = "MNI152 T1w (nilearn, 1 mm) in its brain mask"
