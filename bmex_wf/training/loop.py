@@ -304,11 +304,10 @@ def best_validation_step(run_dir) -> tuple[int, int]:
     scores the first counts, as it is the one :func:`train` saved as ``best.pt``.
     """
     state = load_checkpoint(Path(run_dir) / "last.pt")
-    scores = [(row["psnr_out"], -row["step"]) for row in state["history"]
-              if "psnr_out" in row and row["step"] > 0]
-    if not scores:
+    validations = [row for row in state["history"] if "psnr_out" in row and row["step"] > 0]
+    if not validations:
         raise TrainingError(f"{run_dir}: the run has no validation after its start to take a step from")
-    return -max(scores)[1], int(state["config"]["steps"])
+    return max(validations, key=lambda row: row["psnr_out"])["step"], int(state["config"]["steps"])
 
 
 def train(train_volumes: list[Volume], val_volumes: list[Volume], config: TrainConfig, out_dir,
